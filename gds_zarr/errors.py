@@ -1,0 +1,82 @@
+"""Exceptions raised by gds_zarr.
+
+Every exception derives from :class:`GDSZarrError` and also from the built-in that zarr users
+already catch for that kind of failure (``ValueError`` for bad input, ``OSError`` for I/O,
+``RuntimeError`` for an unusable device), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChunkDecodeError",
+    "ChunkReadError",
+    "DeviceUnavailableError",
+    "GDSZarrError",
+    "InvalidKeyError",
+    "ReadOnlyError",
+    "ShardIndexError",
+]
+
+
+class GDSZarrError(Exception):
+    """Base class of every error gds_zarr raises on purpose."""
+
+
+class InvalidKeyError(GDSZarrError, ValueError):
+    """A store key that is malformed or would resolve outside the store's root."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"invalid store key {key!r}: {reason}")
+
+
+class ReadOnlyError(GDSZarrError, ValueError):
+    """A write, delete or clear on a store opened read-only.
+
+    The message starts like zarr's own (``store was opened in read-only mode``), so code and
+    tests that match zarr's wording keep working.
+    """
+
+    def __init__(self, operation: str = "writing") -> None:
+        super().__init__(f"store was opened in read-only mode and does not support {operation}")
+
+
+class DeviceUnavailableError(GDSZarrError, RuntimeError):
+    """The GPU was asked for explicitly but is not usable; the message says what is missing."""
+
+
+class ChunkReadError(GDSZarrError, OSError):
+    """A chunk file exists but could not be read (permissions, I/O error, not a regular file)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"could not read chunk {key!r}: {reason}")
+
+
+class ChunkDecodeError(GDSZarrError, ValueError):
+    """Encoded chunk bytes that a codec rejected or that failed a check.
+
+    Attributes
+    ----------
+    key : str
+        The store key of the chunk (for an inner chunk of a shard: ``"<shard key>[<index>]"``).
+    codec : str
+        The codec that failed (e.g. ``"zstd"``, ``"crc32c"``, ``"bytes"``).
+    reason : str
+        What was expected and what was found.
+    """
+
+    def __init__(self, key: str, codec: str, reason: str) -> None:
+        self.key = key
+        self.codec = codec
+        self.reason = reason
+        super().__init__(f"cannot decode chunk {key!r} with {codec}: {reason}")
+
+
+class ShardIndexError(ChunkDecodeError):
+    """A shard index that is corrupt: entries past the end of the shard, overlapping or absurd."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(key, "sharding_indexed", reason)
