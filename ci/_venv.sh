@@ -2,9 +2,13 @@
 # make_venv DIR PYTHON EXTRAS creates (or reuses) a virtualenv with the project installed.
 find_python() {
   local v=$1 p
-  for p in "python$v" /root/.pyenv/versions/"$v".*/bin/python"$v" /usr/bin/python"$v" \
-           /usr/local/bin/python"$v"; do
-    if command -v "$p" >/dev/null 2>&1; then command -v "$p"; return 0; fi
+  # pyenv's shims answer `command -v` for versions they cannot run: try real paths first and
+  # keep only an interpreter that actually starts.
+  for p in /root/.pyenv/versions/"$v".*/bin/python"$v" /usr/local/bin/python"$v" \
+           /usr/bin/python"$v" "python$v"; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c "" >/dev/null 2>&1; then
+      command -v "$p"; return 0
+    fi
   done
   return 1
 }
