@@ -1,71 +1,212 @@
 """Which device gds_zarr uses, and why.
 
-Importing this module never imports CuPy, kvikio or nvCOMP; :func:`gpu_status` tries them lazily
-and caches the answer.
+Importing this module never imports CuPy, kvikio or nvCOMP: :func:`gpu_status` tries them
+lazily, once per process, and caches the answer (``gpu_status.cache_clear()`` forgets it).
+
+Without an NVIDIA driver every GPU library still *imports* (CuPy 14, kvikio 26.10 and nvCOMP 6
+were checked); only the first call that needs ``libcuda.so.1`` fails, and CuPy then says
+``cudaErrorInsufficientDriver`` even though no driver exists at all. The checks below load
+``libcuda.so.1`` themselves so that the reason names what is really missing.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import importlib
 from dataclasses import dataclass
 from typing import Literal
 
 from gds_zarr import settings
 from gds_zarr.errors import DeviceUnavailableError
 
-__all__ = ["GPUStatus", "gpu_status", "resolve_device"]
+__all__ = ["DeviceChoice", "GPUStatus", "explain_device", "gpu_status", "resolve_device"]
 
 Device = Literal["cpu", "gpu"]
+
+#: The GPU libraries, as (module, name in messages).
+GPU_MODULES: tuple[tuple[str, str], ...] = (
+    ("cupy", "CuPy"),
+    ("kvikio", "kvikio"),
+    ("nvidia.nvcomp", "nvCOMP (nvidia-nvcomp)"),
+)
+
+_INSTALL_HINT = "install gds-zarr[cu12] or gds-zarr[cu13]"
+_LIBCUDA = "libcuda.so.1"
 
 
 @dataclass(frozen=True, slots=True)
 class GPUStatus:
-    """Whether the GPU path can run here; ``reason`` says what is missing when it cannot."""
+    """Whether the GPU path can run here.
+
+    Attributes
+    ----------
+    usable
+        True when CuPy sees at least one CUDA device and kvikio and nvCOMP import.
+    reason
+        One line: what is usable, or what is missing.
+    missing
+        What is missing, as short names from ``"cupy"``, ``"driver"``, ``"device"``,
+        ``"kvikio"``, ``"nvcomp"``; empty when usable.
+    device_count
+        CUDA devices CuPy sees (0 when it cannot tell).
+    """
 
     usable: bool
     reason: str
+    missing: tuple[str, ...] = ()
+    device_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChoice:
+    """The device a request resolves to, and a one-line reason.
+
+    Attributes
+    ----------
+    requested
+        ``"auto"``, ``"gpu"`` or ``"cpu"``, as asked (or as the ``device`` setting says).
+    device
+        ``"gpu"`` or ``"cpu"``; for an unusable ``"gpu"`` request this is ``"cpu"`` and
+        :attr:`error` is set.
+    reason
+        Why this device.
+    error
+        For ``"gpu"`` requested but unusable: the message :func:`resolve_device` raises with.
+    """
+
+    requested: str
+    device: Device
+    reason: str
+    error: str | None = None
+
+
+def libcuda_error() -> str | None:
+    """Try to load the CUDA driver library; None if it loads, else why not.
+
+    Returns
+    -------
+    str or None
+        The loader's message (e.g. ``"libcuda.so.1: cannot open shared object file: No such
+        file or directory"``), or None when the driver library is present.
+    """
+    try:
+        ctypes.CDLL(_LIBCUDA)
+    except OSError as e:
+        return str(e)
+    return None
+
+
+def _import_error(module: str) -> str | None:
+    """Import ``module``; None on success, else ``"ExceptionType: message"``."""
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - ImportError, or a shared library failing to load
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _cupy_device_count() -> tuple[int, str | None]:
+    """CUDA devices CuPy sees, or (0, why not). CuPy must import already."""
+    import cupy
+
+    try:
+        return int(cupy.cuda.runtime.getDeviceCount()), None
+    except Exception as e:  # noqa: BLE001 - CUDARuntimeError, or whatever a broken driver does
+        return 0, f"{type(e).__name__}: {e}"
 
 
 @functools.cache
 def gpu_status() -> GPUStatus:
-    """Check, once per process, that CuPy sees a GPU and kvikio and nvCOMP import."""
-    try:
-        import cupy
-    except Exception as e:  # ImportError, or a CUDA library failing to load
-        return GPUStatus(False, f"CuPy is not importable ({type(e).__name__}: {e}); "
-                                "install gds-zarr[cu12] or gds-zarr[cu13]")
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:
-        return GPUStatus(False, f"CuPy is installed but no CUDA device is usable ({e})")
-    if n < 1:
-        return GPUStatus(False, "CuPy is installed but reports no CUDA device")
-    for module, what in (("kvikio", "kvikio"), ("nvidia.nvcomp", "nvCOMP (nvidia-nvcomp)")):
-        try:
-            __import__(module)
-        except Exception as e:
-            return GPUStatus(False, f"{what} is not importable ({type(e).__name__}: {e}); "
-                                    "install gds-zarr[cu12] or gds-zarr[cu13]")
-    return GPUStatus(True, f"{n} CUDA device(s) usable through CuPy, kvikio and nvCOMP")
+    """Check, once per process, that CuPy sees a GPU and kvikio and nvCOMP import.
+
+    Returns
+    -------
+    GPUStatus
+        Never raises: every failure is turned into a reason.
+    """
+    err = _import_error("cupy")
+    if err is not None:
+        return GPUStatus(False, f"CuPy is not importable ({err}); {_INSTALL_HINT}", ("cupy",))
+    count, err = _cupy_device_count()
+    if err is not None:
+        driver_err = libcuda_error()
+        if driver_err is not None:
+            # CuPy's own message here ("CUDA driver version is insufficient") misleads.
+            return GPUStatus(False, f"no NVIDIA driver ({driver_err})", ("driver",))
+        return GPUStatus(False, f"the NVIDIA driver is present but CuPy finds no usable CUDA "
+                                f"device ({err})", ("device",))
+    if count < 1:
+        return GPUStatus(False, "the NVIDIA driver is present but reports no CUDA device",
+                         ("device",))
+    missing: list[str] = []
+    reasons: list[str] = []
+    for module, what in GPU_MODULES[1:]:
+        err = _import_error(module)
+        if err is not None:
+            missing.append(module.rsplit(".", 1)[-1])
+            reasons.append(f"{what} is not importable ({err})")
+    if missing:
+        return GPUStatus(False, "; ".join(reasons) + f"; {_INSTALL_HINT}", tuple(missing), count)
+    return GPUStatus(True, f"{count} CUDA device(s) usable through CuPy, kvikio and nvCOMP",
+                     (), count)
+
+
+def explain_device(requested: str | None = None) -> DeviceChoice:
+    """Resolve ``"auto"``/``"gpu"``/``"cpu"`` without raising, and say why.
+
+    Parameters
+    ----------
+    requested
+        The device asked for; None means the ``device`` setting (env ``GDS_ZARR_DEVICE``).
+
+    Returns
+    -------
+    DeviceChoice
+        For an unusable ``"gpu"`` request, ``device`` is ``"cpu"`` and ``error`` is set.
+
+    Raises
+    ------
+    ValueError
+        If ``requested`` (or the setting) is not one of ``"auto"``, ``"gpu"``, ``"cpu"``.
+    """
+    if requested is None:
+        env = settings.SETTINGS["device"].env
+        choice, source = settings.get("device"), f"the device setting ({env})"
+    else:
+        choice, source = settings.SETTINGS["device"].parse(requested), "the caller"
+    if choice == "cpu":
+        return DeviceChoice("cpu", "cpu", f"'cpu' was requested by {source}")
+    status = gpu_status()
+    if status.usable:
+        how = "'gpu' was requested" if choice == "gpu" else "auto: the GPU is usable"
+        return DeviceChoice(choice, "gpu", f"{how} ({status.reason})")
+    if choice == "gpu":
+        msg = f"device 'gpu' was requested by {source} but is not usable: {status.reason}"
+        return DeviceChoice("gpu", "cpu", msg, error=msg)
+    return DeviceChoice("auto", "cpu", f"auto fell back to the CPU: {status.reason}")
 
 
 def resolve_device(requested: str | None = None) -> Device:
     """Turn ``"auto"``/``"gpu"``/``"cpu"`` (default: the ``device`` setting) into a device.
 
+    Parameters
+    ----------
+    requested
+        The device asked for; None means the ``device`` setting (env ``GDS_ZARR_DEVICE``).
+
+    Returns
+    -------
+    {"cpu", "gpu"}
+
     Raises
     ------
     DeviceUnavailableError
         If ``"gpu"`` is asked for and the GPU path cannot run; the message says what is missing.
+    ValueError
+        If the request is not one of ``"auto"``, ``"gpu"``, ``"cpu"``.
     """
-    choice = settings.get("device") if requested is None else settings.SETTINGS["device"].parse(
-        requested
-    )
-    if choice == "cpu":
-        return "cpu"
-    status = gpu_status()
-    if status.usable:
-        return "gpu"
-    if choice == "gpu":
-        raise DeviceUnavailableError(f"device 'gpu' was requested but is not usable: "
-                                     f"{status.reason}")
-    return "cpu"
+    choice = explain_device(requested)
+    if choice.error is not None:
+        raise DeviceUnavailableError(choice.error)
+    return choice.device

@@ -1,0 +1,310 @@
+"""KvikioIOBackend: batched kvikio ``CuFile.pread`` into one CuPy buffer per batch.
+
+The GPU twin of :class:`gds_zarr.io._cpu.PosixIOBackend`, sharing its range resolution and
+planning: phase 1 ``stat``-s each distinct file (kvikio raises when reading past the end, so
+ranges are clamped first), :func:`~gds_zarr.planning.ranges.plan_reads` coalesces, ONE CuPy
+uint8 buffer is allocated, every coalesced read is issued as a ``CuFile.pread`` into its slice
+and only then are the futures waited on (``IOFuture.get`` releases the GIL), so kvikio's thread
+pool overlaps them.
+
+Open ``CuFile`` handles are expensive (two opens and a cuFile registration each), so they live
+in a process-wide LRU cache bounded by the ``file_handle_cache_size`` setting and by a quarter
+of ``ulimit -n`` (each handle holds two descriptors). A cached handle is keyed by path and
+(inode, mtime, size), so a file replaced by an atomic write is reopened, not read stale.
+
+kvikio, CuPy and libcuda are imported only when a backend is first used.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import stat
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from gds_zarr import settings
+from gds_zarr.errors import ChunkReadError
+from gds_zarr.io._base import BatchRead, IOStats
+from gds_zarr.io._cpu import resolve_ranges, temp_path_for
+from gds_zarr.planning.ranges import plan_reads
+
+__all__ = ["KvikioIOBackend", "handle_cache_limit"]
+
+_Ident = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_size
+
+
+def handle_cache_limit() -> int:
+    """How many CuFile handles stay open: the setting, bounded by ``ulimit -n`` / 4."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    by_fds = (1 << 16) if soft == resource.RLIM_INFINITY else max(1, soft // 4)
+    return max(1, min(int(settings.get("file_handle_cache_size")), by_fds))
+
+
+class _Entry:
+    __slots__ = ("handle", "ident", "refs", "evicted")
+
+    def __init__(self, handle: Any, ident: _Ident) -> None:
+        self.handle, self.ident, self.refs, self.evicted = handle, ident, 0, False
+
+
+class _HandleCache:
+    """A bounded LRU of open ``kvikio.CuFile`` read handles, shared by the process.
+
+    Handles are reference-counted while a batch reads through them: an evicted handle is
+    closed when its last reader releases it, never under an in-flight ``pread``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def acquire(self, path: str, ident: _Ident) -> tuple[_Entry, bool]:
+        """An entry with an open handle for ``path`` as ``ident`` names it; True if opened now."""
+        import kvikio
+
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is not None and entry.ident == ident:
+                self._entries.move_to_end(path)
+                entry.refs += 1
+                return entry, False
+        entry = _Entry(kvikio.CuFile(path, "r"), ident)
+        entry.refs = 1
+        to_close = []
+        with self._lock:
+            old = self._entries.pop(path, None)
+            self._entries[path] = entry
+            if old is not None:
+                to_close += self._evict(old)
+            limit = handle_cache_limit()
+            while len(self._entries) > limit:
+                to_close += self._evict(self._entries.popitem(last=False)[1])
+        for h in to_close:
+            h.close()
+        return entry, True
+
+    @staticmethod
+    def _evict(entry: _Entry) -> list[Any]:
+        entry.evicted = True
+        return [entry.handle] if entry.refs == 0 else []
+
+    def release(self, entry: _Entry) -> None:
+        with self._lock:
+            entry.refs -= 1
+            close = entry.evicted and entry.refs == 0
+        if close:
+            entry.handle.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+            to_close = [h for e in entries for h in self._evict(e)]
+        for h in to_close:
+            h.close()
+
+
+_CACHE = _HandleCache()
+
+
+def _configure_kvikio(nreads: int, total: int) -> None:
+    """Set kvikio's thread count and task size from the settings or from the workload."""
+    import kvikio.defaults
+
+    threads = int(settings.get("kvikio_threads"))
+    task = int(settings.get("kvikio_task_size"))
+    if threads == 0:
+        # kvikio's default of 1 thread serialises everything; hot-cache reads want ~8+.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 8
+        threads = max(8, min(64, 2 * cores, nreads))
+    if task == 0:
+        # Split big reads across the threads, but keep tasks >= 1 MiB so each stays efficient.
+        task = int(min(16 << 20, max(1 << 20, total // max(1, threads))))
+    want = {"num_threads": threads, "task_size": task}
+    current = {k: kvikio.defaults.get(k) for k in want}
+    if current != want:
+        kvikio.defaults.set(want)
+
+
+def _ident(st: os.stat_result) -> _Ident:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class KvikioIOBackend:
+    """GPU I/O backend (see the module docstring). Needs CuPy, kvikio and a CUDA driver."""
+
+    device: Literal["cpu", "gpu"] = "gpu"
+
+    def __init__(self) -> None:
+        self.stats = IOStats()
+        self._stats_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "KvikioIOBackend()"
+
+    def _stat(self, path: str, resolve_link: Callable[[str], str] | None) -> tuple[str, int,
+                                                                                  _Ident | None]:
+        try:
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                path = resolve_link(path) if resolve_link is not None else os.path.realpath(path)
+                st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return path, -1, None
+        except OSError as e:
+            raise ChunkReadError(path, f"{e.strerror or e} (errno {e.errno})") from e
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise ChunkReadError(path, f"expected a regular file, found {kind}")
+        if not os.access(path, os.R_OK):
+            raise ChunkReadError(path, "permission denied")
+        return path, st.st_size, _ident(st)
+
+    def read_batch(
+        self,
+        paths: Sequence[str],
+        starts: np.ndarray,
+        stops: np.ndarray,
+        *,
+        max_gap: int | None = None,
+        max_size: int | None = None,
+        resolve_link: Callable[[str], str] | None = None,
+    ) -> BatchRead:
+        """Read every request into one CuPy uint8 buffer (arguments as the CPU backend's).
+
+        Raises
+        ------
+        ChunkReadError
+            A file exists but cannot be read; ``key`` is its path.
+        """
+        import cupy as cp
+
+        n = len(paths)
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        stops = np.asarray(stops, dtype=np.int64).reshape(-1)
+        index: dict[str, int] = {}
+        file_of = np.fromiter((index.setdefault(p, len(index)) for p in paths),
+                              dtype=np.int64, count=n)
+        files = list(index)
+        stated = [self._stat(p, resolve_link) for p in files]
+        sizes = np.array([s for _, s, _ in stated], dtype=np.int64)
+        present_file = sizes >= 0
+        lo, hi = resolve_ranges(starts, stops, np.maximum(sizes, 0)[file_of])
+        plan = plan_reads(file_of, lo, hi, max_gap=max_gap, max_size=max_size)
+        data = cp.empty(plan.total_size, dtype=cp.uint8)
+        opened = 0
+        if plan.nreads:
+            _configure_kvikio(plan.nreads, plan.total_size)
+            rf = plan.read_file
+            # Files in windows of at most the cache bound: never more handles open at once.
+            first = np.flatnonzero(np.r_[True, rf[1:] != rf[:-1]])
+            window = handle_cache_limit()
+            bounds = np.append(first[::window], plan.nreads).tolist()
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                opened += self._read_window(plan, a, b, stated, files, data)
+        with self._stats_lock:
+            self.stats.files_opened += opened
+            self.stats.reads += plan.nreads
+            self.stats.bytes_read += plan.total_size
+            self.stats.requests += n
+        return BatchRead(data=data, offsets=plan.request_dest, sizes=hi - lo,
+                         present=present_file[file_of], device="gpu",
+                         nbytes_staged=plan.total_size)
+
+    def _read_window(self, plan: Any, a: int, b: int, stated: list[tuple[str, int, Any]],
+                     files: list[str], data: Any) -> int:
+        """Issue the preads ``a:b`` of ``plan``, then wait for all; files newly opened."""
+        rf, ro = plan.read_file[a:b].tolist(), plan.read_offset[a:b].tolist()
+        rs, rd = plan.read_size[a:b].tolist(), plan.read_dest[a:b].tolist()
+        entries: dict[int, _Entry] = {}
+        futures = []
+        opened = 0
+        errors: list[ChunkReadError] = []
+        try:
+            for f, off, size, dest in zip(rf, ro, rs, rd, strict=True):
+                entry = entries.get(f)
+                if entry is None:
+                    real, _, ident = stated[f]
+                    try:
+                        entry, new = _CACHE.acquire(real, ident)
+                    except (OSError, RuntimeError) as e:
+                        errors.append(ChunkReadError(files[f], f"kvikio could not open it: {e}"))
+                        break
+                    entries[f] = entry
+                    opened += new
+                futures.append((f, size, entry.handle.pread(data[dest : dest + size], size, off)))
+        finally:
+            for f, want, fut in futures:  # wait for all before raising: they write into data
+                try:
+                    got = fut.get()
+                except Exception as e:  # noqa: BLE001 - collected, first one raised below
+                    errors.append(ChunkReadError(files[f], f"kvikio read failed: {e}"))
+                    continue
+                if got != want:
+                    errors.append(ChunkReadError(files[f], f"read {got} bytes, expected {want}"))
+            for entry in entries.values():
+                _CACHE.release(entry)
+        if errors:
+            raise errors[0]
+        return opened
+
+    def write_file(self, path: str, data: Any, *, exclusive: bool = False) -> None:
+        """Write device (CuPy) or host bytes to ``path`` atomically through ``CuFile.pwrite``.
+
+        Parameters
+        ----------
+        path
+            Absolute, validated target path; missing parent directories are created.
+        data
+            A contiguous CuPy array (or anything kvikio accepts), written without a host copy.
+        exclusive
+            If True, raise ``FileExistsError`` when ``path`` exists.
+        """
+        import cupy as cp
+        import kvikio
+
+        arr = cp.asarray(data).view(cp.uint8).reshape(-1) if hasattr(
+            data, "__cuda_array_interface__") else np.asarray(data).view(np.uint8).reshape(-1)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = temp_path_for(path)
+        try:
+            f = kvikio.CuFile(tmp, "w")
+            try:
+                if arr.nbytes:
+                    written = f.pwrite(arr, arr.nbytes, 0).get()
+                    if written != arr.nbytes:
+                        raise OSError(f"kvikio wrote {written} of {arr.nbytes} bytes to {tmp!r}")
+            finally:
+                f.close()
+            if exclusive:
+                os.link(tmp, path)
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def close(self) -> None:
+        """Nothing per backend: the handle cache is shared by the process (see clear_cache)."""
+
+
+def clear_handle_cache() -> None:
+    """Close every cached CuFile handle (tests; after many files were replaced)."""
+    _CACHE.clear()
+
+
+def cached_handles() -> int:
+    """How many CuFile handles are open in the cache now."""
+    return len(_CACHE)

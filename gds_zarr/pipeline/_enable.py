@@ -1,0 +1,87 @@
+"""enable(): point zarr at gds_zarr's pipeline (and GPU buffers), globally or in a ``with``."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Literal
+
+from gds_zarr import settings
+from gds_zarr._device import resolve_device
+
+__all__ = ["Enabled", "enable"]
+
+_ZARR_KEYS = ("codec_pipeline.path", "buffer", "ndbuffer")
+
+
+class Enabled:
+    """Returned by :func:`enable`: already applied; as a context manager it restores on exit.
+
+    Attributes
+    ----------
+    device
+        The device the read path resolved to (``"cpu"`` or ``"gpu"``).
+    """
+
+    def __init__(self, device: Literal["cpu", "gpu"], previous_zarr: dict[str, Any],
+                 settings_ctx: Any) -> None:
+        self.device = device
+        self._previous_zarr = previous_zarr
+        self._settings_ctx = settings_ctx
+
+    def __enter__(self) -> Enabled:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """Put back the zarr config and gds_zarr settings from before :func:`enable`."""
+        import zarr
+
+        zarr.config.set(self._previous_zarr)
+        self._settings_ctx.__exit__(None, None, None)
+
+    def __repr__(self) -> str:
+        return f"gds_zarr.enable(device={self.device!r})"
+
+
+def enable(device: str = "auto", **values: Any) -> Enabled:
+    """Make zarr read through :class:`~gds_zarr.GDSCodecPipeline`.
+
+    Sets zarr's ``codec_pipeline.path`` to ``gds_zarr.GDSCodecPipeline``; when the device
+    resolves to the GPU, also sets zarr's ``buffer``/``ndbuffer`` to its GPU buffers (CuPy
+    arrays out), otherwise to its CPU buffers. ``values`` are gds_zarr settings
+    (see :mod:`gds_zarr.settings`), applied with the device.
+
+    Parameters
+    ----------
+    device
+        ``"auto"`` (GPU if usable), ``"gpu"`` (error if not usable) or ``"cpu"``.
+    **values
+        Settings such as ``memory_budget="256MiB"`` or ``decode_threads=4``.
+
+    Returns
+    -------
+    Enabled
+        Already in effect; ``with gds_zarr.enable(...):`` restores the previous zarr config and
+        settings on exit.
+
+    Raises
+    ------
+    gds_zarr.errors.DeviceUnavailableError
+        If ``device="gpu"`` and the GPU path cannot run.
+    KeyError, ValueError, TypeError
+        For an unknown setting or a bad value; nothing is changed then.
+    """
+    import zarr
+
+    import gds_zarr.pipeline  # noqa: F401  - registers the pipeline
+
+    resolved = resolve_device(device)
+    ctx = settings.set(device=device, **values)
+    previous = {key: zarr.config.get(key) for key in _ZARR_KEYS}
+    prefix = "zarr.buffer.gpu" if resolved == "gpu" else "zarr.buffer.cpu"
+    zarr.config.set({"codec_pipeline.path": "gds_zarr.GDSCodecPipeline",
+                     "buffer": f"{prefix}.Buffer", "ndbuffer": f"{prefix}.NDBuffer"})
+    return Enabled(resolved, previous, ctx)

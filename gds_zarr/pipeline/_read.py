@@ -1,0 +1,379 @@
+"""The fast read path: plan units, stream them in budgeted batches, decode, scatter.
+
+Per batch: ONE store read of every unit's bytes, ONE decode of every present unit, a scatter.
+Reading batch k+1 overlaps decoding batch k (a read-ahead of depth 1), and the batches are sized
+so that encoded plus decoded bytes in flight stay under the ``memory_budget`` setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from gds_zarr import settings
+from gds_zarr.decode.chain import ChainPlan
+from gds_zarr.io._base import BatchRead
+from gds_zarr.pipeline._stats import stats
+from gds_zarr.pipeline._storeio import read_ranges
+from gds_zarr.planning.chunks import ReadUnits, scatter_plan, split_by_budget
+from gds_zarr.planning.shards import index_request, parse_indexes
+
+__all__ = ["Unhandled", "fast_read"]
+
+BatchInfo = Sequence[tuple[Any, Any, Any, Any, bool]]
+
+
+class Unhandled(Exception):
+    """The fast path cannot serve this read; zarr's pipeline must (message: why)."""
+
+
+def _fill_value(chunk_spec: Any) -> Any:
+    fill = chunk_spec.fill_value
+    return chunk_spec.dtype.default_scalar() if fill is None else fill
+
+
+def _common_store(batch_info: BatchInfo) -> Any:
+    from zarr.storage import StorePath
+
+    first = batch_info[0][0]
+    if not isinstance(first, StorePath):
+        raise Unhandled(f"byte getter {type(first).__name__} is not a StorePath")
+    store = first.store
+    for bg, *_ in batch_info:
+        if type(bg) is not StorePath or bg.store is not store:
+            raise Unhandled("chunks of one read come from different stores")
+    return store
+
+
+def _check_specs(batch_info: BatchInfo) -> Any:
+    spec = batch_info[0][1]
+    for _, s, *_ in batch_info:
+        # zarr 3.4 passes one shared spec for regular grids; 3.1 builds equal ones per chunk.
+        if s is not spec and (s.shape != spec.shape or s.dtype != spec.dtype
+                              or s.fill_value != spec.fill_value and not _both_nan(
+                                  s.fill_value, spec.fill_value)):
+            raise Unhandled("chunks of one read have different specs (irregular grid)")
+    return spec
+
+
+def _both_nan(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.isnan(a) and np.isnan(b))
+    except TypeError:
+        return False
+
+
+def _xp(device: str) -> Any:
+    if device == "gpu":
+        import cupy  # only on the GPU path
+
+        return cupy
+    return np
+
+
+def _decoder(device: Literal["cpu", "gpu"], plan: ChainPlan) -> tuple[Any, Literal["cpu", "gpu"]]:
+    """The decoder for ``plan`` and where its input must be (GPU falls back to the CPU)."""
+    from gds_zarr.decode._cpu import CpuDecoder
+
+    from gds_zarr._device import resolve_device
+
+    if device == "gpu" and resolve_device() == "gpu":
+        try:
+            from gds_zarr.decode._gpu import NvcompDecoder
+        except ImportError:
+            NvcompDecoder = None
+        if NvcompDecoder is not None:
+            gpu = NvcompDecoder()
+            if gpu.supports(plan.steps):
+                return gpu, "gpu"
+    return CpuDecoder(), "cpu"
+
+
+async def fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
+                    drop_axes: tuple[int, ...], device: Literal["cpu", "gpu"]) -> list[bool]:
+    """Serve one pipeline ``read`` with the fast path; return "present" per batch_info item.
+
+    Raises
+    ------
+    Unhandled
+        Before touching ``out``, if this read must go to zarr's pipeline.
+    """
+    store = _common_store(batch_info)
+    spec = _check_specs(batch_info)
+    out_arr = out.as_ndarray_like()
+    decoder, src_device = _decoder(device, plan)
+    fill = _fill_value(spec)
+    keys = [bg.path for bg, *_ in batch_info]
+    n_outer = len(batch_info)
+    targets: list[Any] = [out_arr]
+    outer_present = np.ones(n_outer, dtype=bool)
+    if plan.shard is None:
+        units = ReadUnits(
+            keys=keys, starts=np.zeros(n_outer, np.int64), stops=np.full(n_outer, -1, np.int64),
+            readable=np.ones(n_outer, bool), target=np.zeros(n_outer, np.int64),
+            chunk_sel=[b[2] for b in batch_info], out_sel=[b[3] for b in batch_info],
+            names=keys, outer=np.arange(n_outer, dtype=np.int64))
+        est = np.full(n_outer, plan.array.decoded_nbytes * 65 // 64 + 64, np.int64)
+        finish: list[tuple[int, Any, Any]] = []
+    else:
+        units, est, finish = await _shard_units(plan, store, batch_info, keys, out_arr,
+                                                fill, targets, outer_present, drop_axes)
+    stats.add(fast_reads=1)
+    # Units known empty (inner chunks) get the fill value without a read.
+    for u in np.flatnonzero(~units.readable).tolist():
+        targets[units.target[u]][units.out_sel[u]] = fill
+    readable = np.flatnonzero(units.readable)
+    nbytes = plan.array.decoded_nbytes
+    budget = settings.get("memory_budget")
+    # Half the budget per batch: batch k (encoded + decoded) and batch k+1's encoded bytes,
+    # read ahead, are in flight together.
+    batches = [readable[b] for b in split_by_budget(est[readable] + nbytes, budget // 2)]
+    await _stream(plan, store, units, batches, targets, drop_axes, fill, decoder, src_device,
+                  outer_present, device)
+    for t, sel, shape_info in finish:  # shard outputs into ``out``, as zarr's sharding does
+        _finish_shard(out_arr, targets[t], sel, shape_info, drop_axes)
+    return outer_present.tolist()
+
+
+async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[np.ndarray],
+                  targets: list[Any], drop_axes: tuple[int, ...], fill: Any, decoder: Any,
+                  src_device: Literal["cpu", "gpu"], outer_present: np.ndarray,
+                  device: str) -> None:
+    if not batches:
+        return
+
+    def start(b: np.ndarray) -> asyncio.Future[BatchRead]:
+        keys = [units.keys[i] for i in b.tolist()]
+        return asyncio.ensure_future(
+            read_ranges(store, keys, units.starts[b], units.stops[b], src_device))
+
+    pending = start(batches[0])
+    try:
+        for k, b in enumerate(batches):
+            batch = await pending
+            staged = int(getattr(batch.data, "nbytes", 0))
+            stats.stage(staged)
+            stats.add(store_reads=1, batches=1)
+            if k + 1 < len(batches):
+                pending = start(batches[k + 1])  # read ahead while this batch decodes
+            try:
+                await asyncio.to_thread(_decode_scatter, plan, units, b, batch, targets,
+                                        drop_axes, fill, decoder, outer_present, device)
+            finally:
+                stats.stage(-staged)
+    finally:
+        if not pending.done():
+            pending.cancel()
+
+
+def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: BatchRead,
+                    targets: list[Any], drop_axes: tuple[int, ...], fill: Any, decoder: Any,
+                    outer_present: np.ndarray, device: str) -> None:
+    present = np.asarray(batch.present, dtype=bool)
+    if plan.shard is not None:
+        _check_inner_sizes(units, b, batch)
+    else:
+        outer_present[units.outer[b[~present]]] = False
+    rows_idx = np.flatnonzero(present)
+    names = [units.names[i] for i in b.tolist()]
+    decoded_bytes = len(rows_idx) * plan.array.decoded_nbytes
+    stats.stage(decoded_bytes)
+    try:
+        rows = decoder.decode_batch(plan.steps, batch, rows_idx, plan.array.decoded_nbytes,
+                                    names)
+        if device == "gpu" and isinstance(rows, np.ndarray):
+            rows = _xp(device).asarray(rows)  # CPU-decoded codecs, moved per batch
+        stats.add(chunks_decoded=len(rows_idx))
+        for j in np.flatnonzero(~present).tolist():
+            u = int(b[j])
+            targets[units.target[u]][units.out_sel[u]] = fill
+        _scatter(plan, units, b[rows_idx], rows, targets, drop_axes, device)
+    finally:
+        stats.stage(-decoded_bytes)
+
+
+def _scatter(plan: ChainPlan, units: ReadUnits, us: np.ndarray, rows: Any,
+             targets: list[Any], drop_axes: tuple[int, ...], device: str) -> None:
+    """Copy decoded chunk ``j`` (unit ``us[j]``) into its target."""
+    if device == "gpu" and not drop_axes and _gpu_scatter(plan, units, us, rows, targets):
+        return
+    to_chunk = plan.array.to_chunk
+    chunk_sel, out_sel, target = units.chunk_sel, units.out_sel, units.target
+    for j, u in enumerate(us.tolist()):
+        piece = to_chunk(rows[j])[chunk_sel[u]]
+        t = int(target[u])
+        if t == 0 and drop_axes:
+            piece = piece.squeeze(axis=drop_axes)
+        targets[t][out_sel[u]] = piece
+
+
+def _gpu_scatter(plan: ChainPlan, units: ReadUnits, us: np.ndarray, rows: Any,
+                 targets: list[Any]) -> bool:
+    """One-kernel scatter per target when every selection is plain slices; False otherwise."""
+    try:
+        from gds_zarr.decode._scatter_gpu import scatter_chunks
+    except ImportError:
+        return False
+    chunk_shape = chunk_axes_shape(plan)
+    plans = []
+    for t in np.unique(units.target[us]).tolist():
+        pos = np.flatnonzero(units.target[us] == t)
+        sel = us[pos].tolist()
+        sp = scatter_plan(pos, [units.chunk_sel[u] for u in sel],
+                          [units.out_sel[u] for u in sel], chunk_shape,
+                          tuple(targets[t].shape))
+        if sp is None:
+            return False
+        plans.append((t, sp))
+    for t, sp in plans:
+        decoded, strides = scatter_args(plan, rows, targets[t].dtype)
+        scatter_chunks(targets[t], decoded, sp, chunk_strides=strides)
+    return True
+
+
+def chunk_axes_shape(plan: ChainPlan) -> tuple[int, ...]:
+    """Shape of a decoded chunk in the chunk's own axes (after the array step's transpose)."""
+    a = plan.array
+    return a.stored_shape if a.axes is None else tuple(a.stored_shape[i] for i in a.axes)
+
+
+def scatter_args(plan: ChainPlan, rows: Any, dtype: Any) -> tuple[Any, tuple[int, ...]]:
+    """``(decoded, chunk_strides)`` for ``scatter_chunks``: uint8 rows in ``dtype``'s byte
+    order, and the item strides of a decoded chunk in the chunk's axes."""
+    a = plan.array
+    if a.stored_dtype != np.dtype(dtype):  # byte-swapped storage: swap once, on the device
+        n = rows.shape[0]
+        rows = rows.view(a.stored_dtype).astype(dtype).view(np.uint8).reshape(n, -1)
+    shape = a.stored_shape
+    strides = [1] * len(shape)
+    dims = range(len(shape) - 2, -1, -1) if a.order == "C" else range(1, len(shape))
+    for d in dims:
+        strides[d] = strides[d + 1] * shape[d + 1] if a.order == "C" \
+            else strides[d - 1] * shape[d - 1]
+    axes = a.axes if a.axes is not None else tuple(range(len(shape)))
+    return rows, tuple(strides[i] for i in axes)
+
+
+def _check_inner_sizes(units: ReadUnits, b: np.ndarray, batch: BatchRead) -> None:
+    from gds_zarr.errors import ShardIndexError
+
+    want = units.stops[b] - units.starts[b]
+    got = np.asarray(batch.sizes, dtype=np.int64)
+    bad = np.asarray(batch.present, dtype=bool) & (got != want)
+    bad |= ~np.asarray(batch.present, dtype=bool)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise ShardIndexError(units.keys[int(b[j])], f"{units.names[int(b[j])]}: index entry "
+                              f"[{int(units.starts[b[j]])}, {int(units.stops[b[j]])}) lies past "
+                              f"the end of the shard (read {int(got[j])} of {int(want[j])} "
+                              "bytes)")
+
+
+def _shard_grid(shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> Any:
+    import zarr.core.chunk_grids as grids
+
+    if hasattr(grids, "RegularChunkGrid"):  # zarr 3.1
+        return grids.RegularChunkGrid(chunk_shape=chunk_shape)
+    return grids.ChunkGrid.from_sizes(shard_shape, chunk_shape)  # zarr >= 3.2
+
+
+async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys: list[str],
+                       out_arr: Any, fill: Any, targets: list[Any], outer_present: np.ndarray,
+                       drop_axes: tuple[int, ...]) -> tuple[ReadUnits, np.ndarray, list[tuple[int, Any,
+                                                                                    Any]]]:
+    """Read every shard index in one batch and turn the needed inner chunks into units."""
+    from zarr.core.indexing import get_indexer
+
+    layout = plan.shard
+    assert layout is not None
+    n = len(keys)
+    start, stop = index_request(layout)
+    idx = await read_ranges(store, keys, np.full(n, start, np.int64), np.full(n, stop, np.int64),
+                            "cpu")
+    stats.add(store_reads=1)
+    offsets, nbytes, empty = parse_indexes(idx, keys, layout)
+    outer_present[:] = np.asarray(idx.present, dtype=bool)
+    shard_shape = tuple(int(s) for s in batch_info[0][1].shape)
+    grid = _shard_grid(shard_shape, layout.chunk_shape)
+    xp = _xp("gpu" if not isinstance(out_arr, np.ndarray) else "cpu")
+    u_keys: list[str] = []
+    u_names: list[str] = []
+    u_shard: list[int] = []
+    u_inner: list[int] = []
+    u_target: list[int] = []
+    u_csel: list[Any] = []
+    u_osel: list[Any] = []
+    finish: list[tuple[int, Any, Any]] = []
+    for s, (_, _, chunk_selection, out_selection, _) in enumerate(batch_info):
+        if not outer_present[s]:
+            _fill_out(out_arr, out_selection, fill)
+            continue
+        indexer = get_indexer(chunk_selection, shape=shard_shape, chunk_grid=grid)
+        t = len(targets)
+        target = _view_target(out_arr, out_selection, drop_axes, indexer)
+        if target is None:
+            # Fancy output selections need a temporary, copied into ``out`` at the end.
+            target = xp.empty(indexer.shape, dtype=out_arr.dtype)
+            finish.append((t, out_selection, getattr(indexer, "sel_shape", None)))
+        targets.append(target)
+        for coords, csel, osel, _ in indexer:
+            flat = int(np.ravel_multi_index(coords, layout.chunks_per_shard))
+            u_keys.append(keys[s])
+            u_names.append(f"{keys[s]}[{flat}]")
+            u_shard.append(s)
+            u_inner.append(flat)
+            u_target.append(t)
+            u_csel.append(csel)
+            u_osel.append(osel)
+    shard_a = np.asarray(u_shard, np.int64)
+    inner_a = np.asarray(u_inner, np.int64)
+    is_empty = empty[shard_a, inner_a] if len(shard_a) else np.zeros(0, bool)
+    starts = np.where(is_empty, 0, offsets[shard_a, inner_a].astype(np.int64) if len(
+        shard_a) else np.zeros(0, np.int64))
+    lengths = np.where(is_empty, 0, nbytes[shard_a, inner_a].astype(np.int64) if len(
+        shard_a) else np.zeros(0, np.int64))
+    units = ReadUnits(keys=u_keys, starts=starts.astype(np.int64),
+                      stops=(starts + lengths).astype(np.int64), readable=~is_empty,
+                      target=np.asarray(u_target, np.int64), chunk_sel=u_csel, out_sel=u_osel,
+                      names=u_names, outer=shard_a)
+    return units, lengths.astype(np.int64), finish
+
+
+def _view_target(out_arr: Any, out_selection: Any, drop_axes: tuple[int, ...],
+                 indexer: Any) -> Any:
+    """``out[out_selection]`` as a writable view shaped like the shard's output, or None.
+
+    Basic output selections (slices and integers) give views, so inner chunks scatter straight
+    into ``out`` with no shard-sized temporary.
+    """
+    if getattr(indexer, "sel_shape", None) is not None:
+        return None
+    sel = out_selection if isinstance(out_selection, tuple) else (out_selection,)
+    if not all(isinstance(s, slice | int | np.integer) for s in sel):
+        return None
+    view = out_arr[(*sel, Ellipsis)]  # the Ellipsis keeps an all-integer selection a view
+    if drop_axes:
+        if view.ndim + len(drop_axes) != len(indexer.shape):
+            return None
+        # Re-insert the dropped axes as length-1 axes: still a view.
+        view = view[tuple(None if d in drop_axes else slice(None)
+                          for d in range(len(indexer.shape)))]
+    if tuple(view.shape) != tuple(indexer.shape):
+        return None
+    return view
+
+
+def _fill_out(out_arr: Any, out_selection: Any, fill: Any) -> None:
+    out_arr[out_selection] = fill
+
+
+def _finish_shard(out_arr: Any, shard_out: Any, out_selection: Any, sel_shape: Any,
+                  drop_axes: tuple[int, ...]) -> None:
+    if sel_shape is not None:
+        shard_out = shard_out.reshape(sel_shape)
+    if drop_axes:
+        shard_out = shard_out.squeeze(axis=drop_axes)
+    out_arr[out_selection] = shard_out

@@ -1,0 +1,69 @@
+"""Counters the pipeline keeps, so tests can check what happened instead of timing it."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+__all__ = ["PipelineStats", "stats"]
+
+
+@dataclass
+class PipelineStats:
+    """Process-wide pipeline counters (thread safe).
+
+    Attributes
+    ----------
+    fast_reads
+        ``read`` calls served by gds_zarr's batched path.
+    delegated_reads
+        ``read`` calls handed to zarr's ``BatchedCodecPipeline`` (unsupported chain, data type,
+        store or selection); ``last_delegation`` says why the last one was.
+    batches
+        Streaming batches (one store read + one decode each) of the fast path.
+    store_reads
+        Batched store reads issued (shard indexes included).
+    chunks_decoded
+        Chunks (inner chunks for sharded arrays) decoded by the fast path.
+    staging_bytes, peak_staging_bytes
+        Encoded plus decoded bytes held right now, and the most held at once since the last
+        :meth:`reset`.
+    """
+
+    fast_reads: int = 0
+    delegated_reads: int = 0
+    last_delegation: str = ""
+    batches: int = 0
+    store_reads: int = 0
+    chunks_decoded: int = 0
+    staging_bytes: int = 0
+    peak_staging_bytes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        with self._lock:
+            self.fast_reads = self.delegated_reads = self.batches = self.store_reads = 0
+            self.chunks_decoded = self.staging_bytes = self.peak_staging_bytes = 0
+            self.last_delegation = ""
+
+    def add(self, **counts: int) -> None:
+        """Add ``counts`` to the named counters."""
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def delegated(self, reason: str) -> None:
+        """Count one delegated read and remember why."""
+        with self._lock:
+            self.delegated_reads += 1
+            self.last_delegation = reason
+
+    def stage(self, nbytes: int) -> None:
+        """``nbytes`` more staging memory is held (negative: released)."""
+        with self._lock:
+            self.staging_bytes += nbytes
+            self.peak_staging_bytes = max(self.peak_staging_bytes, self.staging_bytes)
+
+
+stats = PipelineStats()

@@ -1,0 +1,87 @@
+"""One batched store read: ``GDSStore.read_batch`` when the store is one, else
+``get_partial_values`` packed into a :class:`~gds_zarr.io._base.BatchRead`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from gds_zarr.io._base import BatchRead
+
+__all__ = ["byte_request", "pack_buffers", "read_ranges"]
+
+
+def _gds_store_class() -> type | None:
+    # GDSStore may not exist (yet, or in a trimmed install): the pipeline works without it.
+    try:
+        from gds_zarr.store._store import GDSStore
+    except ImportError:
+        return None
+    return GDSStore  # type: ignore[no-any-return]
+
+
+def byte_request(start: int, stop: int) -> Any:
+    """zarr's ``ByteRequest`` for a ``(start, stop)`` pair encoded as in io/_base.py."""
+    from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+
+    if stop == -1:
+        if start == 0:
+            return None
+        return SuffixByteRequest(-start) if start < 0 else OffsetByteRequest(start)
+    return RangeByteRequest(start, stop)
+
+
+def pack_buffers(buffers: Sequence[Any]) -> BatchRead:
+    """Pack zarr ``Buffer``s (``None`` = missing) into one host :class:`BatchRead`."""
+    try:
+        from gds_zarr.io import batch_from_buffers
+    except ImportError:
+        batch_from_buffers = None
+    if batch_from_buffers is not None:
+        return batch_from_buffers(list(buffers))  # type: ignore[no-any-return]
+    arrays = [None if b is None else np.asarray(b.as_numpy_array()).reshape(-1).view(np.uint8)
+              for b in buffers]
+    sizes = np.array([0 if a is None else a.nbytes for a in arrays], dtype=np.int64)
+    offsets = np.zeros(len(arrays), dtype=np.int64)
+    if len(arrays) > 1:
+        np.cumsum(sizes[:-1], out=offsets[1:])
+    data = np.empty(int(sizes.sum()), dtype=np.uint8)
+    for a, o, n in zip(arrays, offsets.tolist(), sizes.tolist(), strict=True):
+        if a is not None and n:
+            data[o: o + n] = a
+    present = np.array([a is not None for a in arrays], dtype=bool)
+    return BatchRead(data, offsets, sizes, present, "cpu", int(data.nbytes))
+
+
+async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops: np.ndarray,
+                      device: Literal["cpu", "gpu"]) -> BatchRead:
+    """Read request ``i`` = ``keys[i]`` bytes ``[starts[i], stops[i])`` in one batched call.
+
+    Parameters
+    ----------
+    store
+        A zarr store; a ``GDSStore`` reads in a worker thread straight into ``device`` memory.
+    keys, starts, stops
+        One entry per request (see io/_base.py for the start/stop encoding).
+    device
+        Where the GDSStore should land the bytes; other stores always give host bytes.
+    """
+    gds = _gds_store_class()
+    if gds is not None and isinstance(store, gds):
+        return await asyncio.to_thread(store.read_batch, list(keys), starts, stops,
+                                       device=device)
+    from zarr.core.buffer.cpu import buffer_prototype
+
+    requests = [(k, byte_request(int(a), int(b)))
+                for k, a, b in zip(keys, starts.tolist(), stops.tolist(), strict=True)]
+    try:
+        buffers = await store.get_partial_values(buffer_prototype, requests)
+    except FileNotFoundError:
+        # zarr's LocalStore raises for a missing key here instead of giving None (zarr 3.1 and
+        # 3.4); ``get`` does give None, so the batch is retried key by key.
+        buffers = await asyncio.gather(*(store.get(k, prototype=buffer_prototype, byte_range=r)
+                                         for k, r in requests))
+    return pack_buffers(buffers)

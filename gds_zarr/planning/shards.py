@@ -1,0 +1,126 @@
+"""Shard indexes: where they are, parsing them, and the byte ranges of inner chunks. Pure numpy.
+
+A shard index is ``chunks_per_shard + (2,)`` little-endian uint64 pairs ``(offset, nbytes)`` per
+inner chunk, optionally followed by a 4-byte little-endian CRC-32C; ``(2^64-1, 2^64-1)`` marks an
+empty inner chunk. The index is at the start or the end of the shard file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numcodecs
+import numpy as np
+
+from gds_zarr.decode.chain import ShardLayout
+from gds_zarr.errors import ShardIndexError
+from gds_zarr.io._base import BatchRead
+
+__all__ = ["EMPTY", "index_request", "inner_ranges", "parse_indexes"]
+
+EMPTY = np.uint64(2**64 - 1)
+
+
+def index_request(layout: ShardLayout) -> tuple[int, int]:
+    """``(start, stop)`` of a shard's index in the I/O backend's encoding (see io/_base.py).
+
+    At the end of the shard it is a suffix request ``(-n, -1)``; at the start ``(0, n)``.
+    """
+    n = layout.index_nbytes
+    return (-n, -1) if layout.index_location == "end" else (0, n)
+
+
+def parse_indexes(batch: BatchRead, keys: Sequence[str],
+                  layout: ShardLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse the shard indexes read in ``batch`` (request ``i`` = shard ``keys[i]``).
+
+    Parameters
+    ----------
+    batch
+        One index read per shard, on the host.
+    keys
+        Shard keys, for error messages.
+    layout
+        The shard layout (index size, crc32c).
+
+    Returns
+    -------
+    offsets, nbytes : numpy.ndarray
+        uint64, shape ``(n_shards, n_inner)`` (inner chunks in C order).
+    empty : numpy.ndarray
+        bool, shape ``(n_shards, n_inner)``: True for empty inner chunks (and missing shards).
+
+    Raises
+    ------
+    ShardIndexError
+        A shard shorter than its index, a crc32c mismatch, or entries that are absurd
+        (overflowing, overlapping the index at the start, half-empty).
+    """
+    n_inner = int(np.prod(layout.chunks_per_shard, dtype=np.int64))
+    n = len(batch)
+    entry_bytes = 16 * n_inner
+    present = np.asarray(batch.present, dtype=bool)
+    sizes = np.asarray(batch.sizes, dtype=np.int64)
+    short = present & (sizes != layout.index_nbytes)
+    if short.any():
+        i = int(np.flatnonzero(short)[0])
+        raise ShardIndexError(keys[i], f"shard has {int(sizes[i])} bytes, fewer than its "
+                                       f"{layout.index_nbytes}-byte index")
+    data = np.asarray(batch.data)
+    raw = np.zeros((n, entry_bytes), dtype=np.uint8)
+    rows = np.flatnonzero(present)
+    if len(rows):
+        # Gather every index with one fancy-indexing copy: row offsets + a column ramp.
+        offs = np.asarray(batch.offsets, dtype=np.int64)[rows]
+        raw[rows] = data[offs[:, None] + np.arange(entry_bytes, dtype=np.int64)]
+        if layout.index_crc32c:
+            _verify_crc(data, offs, entry_bytes, [keys[i] for i in rows])
+    table = raw.view("<u8").reshape(n, n_inner, 2).astype(np.uint64, copy=False)
+    offsets, nbytes = table[..., 0], table[..., 1]
+    empty_off, empty_len = offsets == EMPTY, nbytes == EMPTY
+    empty = empty_off & empty_len
+    empty[~present] = True
+    _validate(offsets, nbytes, empty, empty_off ^ empty_len, present, keys, layout)
+    return offsets, nbytes, empty
+
+
+def _verify_crc(data: np.ndarray, offs: np.ndarray, entry_bytes: int, keys: list[str]) -> None:
+    checker = numcodecs.CRC32C(location="end")
+    for o, key in zip(offs.tolist(), keys, strict=True):  # a few shards: one small check each
+        try:
+            checker.decode(data[o: o + entry_bytes + 4])
+        except Exception as e:
+            raise ShardIndexError(key, f"index crc32c check failed ({e})") from None
+
+
+def _validate(offsets: np.ndarray, nbytes: np.ndarray, empty: np.ndarray, half: np.ndarray,
+              present: np.ndarray, keys: Sequence[str], layout: ShardLayout) -> None:
+    bad = half & present[:, None]
+    why = "one of offset/nbytes is 2^64-1 but not the other"
+    if not bad.any():
+        used = ~empty
+        end = offsets + nbytes
+        overflow = used & (end < offsets)
+        bad, why = overflow, "offset + nbytes overflows"
+        if not bad.any() and layout.index_location == "start":
+            bad = used & (offsets < np.uint64(layout.index_nbytes))
+            why = "an entry points into the index at the start of the shard"
+        if not bad.any():
+            bad = used & (nbytes > np.uint64(1 << 62))
+            why = "an entry claims an absurd size"
+    if bad.any():
+        s, c = np.argwhere(bad)[0]
+        raise ShardIndexError(keys[int(s)], f"inner chunk {int(c)}: {why} "
+                                            f"(offset={int(offsets[s, c])}, "
+                                            f"nbytes={int(nbytes[s, c])})")
+
+
+def inner_ranges(offsets: np.ndarray, nbytes: np.ndarray, shard: np.ndarray,
+                 inner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Byte ranges ``(starts, stops)`` (int64) of inner chunks ``inner`` of shards ``shard``.
+
+    Both index arrays have one entry per wanted inner chunk; empty chunks must be filtered out
+    by the caller (their entries are 2^64-1).
+    """
+    starts = offsets[shard, inner].astype(np.int64)
+    return starts, starts + nbytes[shard, inner].astype(np.int64)

@@ -1,0 +1,170 @@
+"""Smoke tests of the benchmark harness (``python -m benchmarks``): it runs and reports.
+
+No timing is asserted anywhere: these tests check structure (a table, a row per case and
+reader, statuses, files written), the datasets the cases read, and that readers leave zarr's
+global configuration as they found it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+REPO = Path(__file__).resolve().parent.parent
+# benchmarks/ is a repository package, not installed with gds_zarr: make it importable however
+# pytest is started (``python -m pytest`` puts the cwd on sys.path, plain ``pytest`` does not).
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.cases import ALL_CASES, BenchConfig, build_cases, chunks_touched  # noqa: E402
+from benchmarks.datasets import (  # noqa: E402
+    DatasetSpec,
+    check_values,
+    drop_page_cache,
+    ensure_dataset,
+    files_of,
+    make_data,
+)
+from benchmarks.readers import READERS, make_reader  # noqa: E402
+
+TINY = ["--quick", "--size", "128", "--windows", "3", "--store-files", "16",
+        "--store-file-bytes", "4096", "--repeat", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str],
+                                                                 Path]:
+    """One tiny quick-mode run of the real command, shared by the CLI tests."""
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "results"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *TINY, "--data", str(tmp / "data"), "--out",
+         str(out), "--readers", "gds_zarr,zarr,zarrs,tensorstore,kvikio"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return proc, out
+
+
+def test_quick_mode_writes_a_table(tiny_run: tuple[subprocess.CompletedProcess[str],
+                                                   Path]) -> None:
+    proc, out = tiny_run
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    md = list(out.glob("*_cpu_quick.md"))
+    assert len(md) == 1, list(out.iterdir())
+    text = md[0].read_text()
+    assert "| case | reader | median s | GB/s | chunks/s | vs gds_zarr |" in text
+    assert "Skipped: gpu-scale" in text  # GPU-only cases are named, not dropped
+    assert "GPU readers not run (n/a, device is cpu): kvikio" in text
+    assert "peak RSS" in text
+    # What matplotlib's presence decides: a PNG, or a sentence saying why not.
+    pngs = list(out.glob("*.png"))
+    assert pngs or "plot skipped: matplotlib is not installed" in text.lower()
+
+
+def test_every_case_and_reader_has_a_record(tiny_run: tuple[subprocess.CompletedProcess[str],
+                                                            Path]) -> None:
+    proc, out = tiny_run
+    data = json.loads(next(out.glob("*.json")).read_text())
+    records = data["results"]
+    cpu_cases = [c for c in ALL_CASES if c in data["meta"]["cases"]]
+    assert cpu_cases == ["small-chunks", "large-chunks", "sharded", "partial-reads",
+                         "codec-lz4", "codec-none", "store-get-partial-values"]
+    pairs = {(r["case"], r["reader"]) for r in records}
+    assert pairs == {(c, r) for c in cpu_cases
+                     for r in ("gds_zarr", "zarr", "zarrs", "tensorstore", "kvikio")}
+    by = {(r["case"], r["reader"]): r for r in records}
+    for case in cpu_cases:
+        # zarr's own pipeline is the reference peer: it must run and return the right values.
+        zr = by[(case, "zarr")]
+        assert zr["status"] == "ok", zr
+        assert zr["median_s"] > 0 and zr["gbps"] > 0 and zr["chunks_per_s"] > 0
+        assert len(zr["times"]) == 1
+        assert zr["rss_peak"] is not None and zr["traced_peak"] is not None
+        assert by[(case, "kvikio")]["status"].startswith("n/a: GPU reader")
+        # A peer is measured, or the table says why not: never silently missing.
+        for reader in ("gds_zarr", "zarrs", "tensorstore"):
+            status = by[(case, reader)]["status"]
+            assert status == "ok" or status.startswith(
+                ("not installed", "not available", "n/a", "unsupported")), (case, reader, status)
+    assert by[("store-get-partial-values", "zarrs")]["status"].startswith(("n/a",
+                                                                         "not installed"))
+
+
+def test_ratio_column_is_relative_to_gds_zarr(tiny_run: tuple[subprocess.CompletedProcess[str],
+                                                              Path]) -> None:
+    _, out = tiny_run
+    records = json.loads(next(out.glob("*.json")).read_text())["results"]
+    for r in records:
+        base = next((b for b in records if b["case"] == r["case"]
+                     and b["reader"] == "gds_zarr" and b.get("median_s")), None)
+        if r.get("median_s") and base:
+            assert r["vs_gds_zarr"] == pytest.approx(r["median_s"] / base["median_s"])
+        elif r.get("median_s"):
+            assert r["vs_gds_zarr"] is None
+
+
+def test_chunks_touched() -> None:
+    assert chunks_touched((slice(0, 128), slice(0, 128)), (64, 64)) == 4
+    assert chunks_touched((slice(1, 65), slice(0, 64)), (64, 64)) == 2
+    assert chunks_touched((slice(63, 64),), (64,)) == 1
+    cases = build_cases(BenchConfig.quick_defaults(size=256, windows=4))
+    assert cases["small-chunks"].chunks == 16
+    assert cases["sharded"].chunks == 16  # inner chunks, not shards
+    assert cases["partial-reads"].nbytes == 4 * 256 * 256 * 4
+
+
+def test_dataset_is_written_once(tmp_path: Path) -> None:
+    spec = DatasetSpec("small-zstd-64", (64, 64), (16, 16))
+    path = ensure_dataset(spec, tmp_path)
+    stamp = (path / "zarr.json").stat().st_mtime_ns
+    assert ensure_dataset(spec, tmp_path) == path
+    assert (path / "zarr.json").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(zarr.open_array(zarr.storage.LocalStore(path), mode="r")[...],
+                                  make_data((64, 64), 0))
+    drop_page_cache(files_of(path))  # must not raise without root
+    changed = DatasetSpec("small-zstd-64", (64, 64), (32, 32))
+    ensure_dataset(changed, tmp_path)
+    assert zarr.open_array(zarr.storage.LocalStore(path), mode="r").chunks == (32, 32)
+
+
+def test_hand_assembled_shards_read_back_through_zarr(tmp_path: Path) -> None:
+    """The GPU scale dataset's shards are built without zarr; zarr must read them exactly."""
+    spec = DatasetSpec("scale", (32 * 20,), (20,), (20 * 8,), "zstd", layout="manual-shards",
+                       variants=3, seed=5)
+    path = ensure_dataset(spec, tmp_path)
+    got = zarr.open_array(zarr.storage.LocalStore(path), mode="r")[...]
+    variants = make_data((3, 20), 5)
+    np.testing.assert_array_equal(got, variants[np.arange(32) % 3].ravel())
+    sel = (slice(0, 640),)
+    assert check_values(spec, sel, got) is None
+    got[20 * 7] += 1
+    assert check_values(spec, sel, got) is not None
+
+
+def test_check_values_catches_a_wrong_reader(tmp_path: Path) -> None:
+    spec = DatasetSpec("x", (32, 32), (16, 16))
+    sel = (slice(0, 32), slice(8, 24))
+    good = make_data((32, 32), 0)[sel]
+    assert check_values(spec, sel, good) is None
+    assert "values differ" in str(check_values(spec, sel, good + 1))
+    assert "dtype" in str(check_values(spec, sel, good.astype(np.float64)))
+
+
+@pytest.mark.parametrize("name", [n for n, r in READERS.items() if not r.gpu_only])
+def test_reader_sessions_restore_zarr_config(name: str) -> None:
+    reader = make_reader(name, "cpu")
+    if reader.availability() is not None:
+        pytest.skip(f"{name}: {reader.availability()}")
+    keys = ("codec_pipeline.path", "buffer", "ndbuffer", "codec_pipeline.strict")
+    before = {k: zarr.config.get(k, None) for k in keys}
+    with reader.session():
+        pass
+    assert {k: zarr.config.get(k, None) for k in keys} == before

@@ -1,0 +1,157 @@
+"""The gds-zarr command: info, settings and demo, in-process and as ``python -m gds_zarr``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+
+from gds_zarr import settings
+from gds_zarr._device import gpu_status
+from gds_zarr.cli import main
+from gds_zarr.cli._demo import (
+    DemoRead,
+    parse_shape,
+    read_with_gds,
+    read_with_zarr,
+    run_demo,
+    sample_data,
+    write_sample,
+)
+
+SMALL = "256x192"
+
+
+@pytest.fixture(autouse=True)
+def fresh_status() -> Iterator[None]:
+    gpu_status.cache_clear()
+    yield
+    gpu_status.cache_clear()
+
+
+@pytest.fixture
+def no_gpu_libs(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("cupy", "kvikio", "nvidia.nvcomp", "pynvml"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delenv("GDS_ZARR_DEVICE", raising=False)
+
+
+def test_settings_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["settings"]) == 0
+    assert capsys.readouterr().out == settings.markdown_table() + "\n"
+
+
+def test_info_text(no_gpu_libs: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "device:       auto -> cpu" in out
+    assert "auto fell back to the CPU: CuPy is not importable" in out
+
+
+def test_info_json_subprocess_stdout_is_pure_json() -> None:
+    # A subprocess: native libraries (libcufile) print to fd 1 and must not corrupt the JSON.
+    r = subprocess.run([sys.executable, "-m", "gds_zarr", "info", "--json"],
+                       capture_output=True, text=True, check=False, timeout=120)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["device"]["device"] in ("cpu", "gpu")
+    assert report["device"]["reason"]
+    if not report["cupy"]["importable"] or not report["gpu"]["driver_loaded"]:
+        assert report["device"]["device"] == "cpu"
+        assert report["device"]["reason"].startswith("auto fell back to the CPU")
+
+
+def test_bad_subcommand_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["frobnicate"])
+    assert e.value.code == 2
+
+
+def test_parse_shape() -> None:
+    assert parse_shape("2048x2048") == (2048, 2048)
+    assert parse_shape("16,32,8") == (16, 32, 8)
+    for bad in ("", "0x4", "ax4", "-3"):
+        with pytest.raises(ValueError):
+            parse_shape(bad)
+
+
+def test_demo_bad_shape_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--shape", "12xq"]) == 2
+    assert "cannot parse shape" in capsys.readouterr().err
+
+
+def test_write_sample_layouts(tmp_path: Path) -> None:
+    import zarr
+
+    data = sample_data((100, 70))
+    chunked = zarr.open_array(str(write_sample(tmp_path, data, sharded=False, chunk=16)))
+    sharded = zarr.open_array(str(write_sample(tmp_path, data, sharded=True, chunk=16)))
+    assert chunked.chunks == (16, 16) and chunked.shards is None
+    assert sharded.chunks == (16, 16) and sharded.shards == (112, 80)  # whole chunks, <= 8 each
+    np.testing.assert_array_equal(chunked[...], data)
+    np.testing.assert_array_equal(sharded[...], data)
+
+
+def test_demo_logic_with_zarr_reader(tmp_path: Path) -> None:
+    lines: list[str] = []
+    assert run_demo("cpu", parse_shape(SMALL), tmp_path, repeat=1, reader=read_with_zarr,
+                    echo=lines.append) == 0
+    text = "\n".join(lines)
+    assert text.count("values: match zarr") == 2 and lines[-1] == "ok"
+    assert (tmp_path / "chunked.zarr" / "zarr.json").exists()
+    assert (tmp_path / "sharded.zarr" / "zarr.json").exists()
+
+
+def test_demo_reports_a_mismatch(tmp_path: Path) -> None:
+    def corrupt(path: Path, device: Literal["cpu", "gpu"], repeat: int) -> DemoRead:
+        got = read_with_zarr(path, device, repeat)
+        values = got.values.copy()
+        values.flat[values.size // 2] += 1
+        return replace(got, values=values)
+
+    lines: list[str] = []
+    assert run_demo("cpu", (64, 64), None, repeat=1, reader=corrupt, echo=lines.append) == 1
+    assert "  values: MISMATCH with zarr" in lines and lines[-1].startswith("FAILED")
+
+
+def test_demo_through_gds_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keep = tmp_path / "kept"
+    assert main(["demo", "--device", "cpu", "--shape", SMALL, "--repeat", "2",
+                 "--keep", str(keep)]) == 0
+    out = capsys.readouterr().out
+    assert "device: cpu -> cpu" in out
+    assert "via gds_zarr.GDSCodecPipeline" in out
+    assert out.count("values: match zarr") == 2
+    assert "GB/s decoded" in out and "chunks/s" in out
+    assert f"kept: {keep}" in out and (keep / "sharded.zarr").is_dir()
+
+
+def test_read_with_gds_counts_the_fast_path(tmp_path: Path) -> None:
+    data = sample_data((128, 128))
+    path = write_sample(tmp_path, data, sharded=True)
+    got = read_with_gds(path, "cpu", 1)
+    np.testing.assert_array_equal(got.values, data)
+    assert got.output_type == "numpy.ndarray"
+    assert any("batched read(s)" in n for n in got.notes)
+
+
+def test_demo_gpu_without_gpu_exits_2(no_gpu_libs: None,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--device", "gpu", "--shape", "64x64"]) == 2
+    err = capsys.readouterr().err
+    assert "'gpu' was requested" in err and "CuPy is not importable" in err
+
+
+def test_python_m_gds_zarr_demo_subprocess() -> None:
+    r = subprocess.run([sys.executable, "-m", "gds_zarr", "demo", "--device", "cpu",
+                        "--shape", "128x128", "--repeat", "1"],
+                       capture_output=True, text=True, check=False, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.rstrip().endswith("ok")

@@ -1,0 +1,58 @@
+"""enable(): zarr config and settings, globally and as a context manager."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from zarr.storage import MemoryStore
+
+import gds_zarr
+from gds_zarr.errors import DeviceUnavailableError
+from gds_zarr.pipeline import PIPELINE_PATH, GDSCodecPipeline, enable, stats
+
+
+def test_context_manager_restores_config_and_settings() -> None:
+    before = zarr.config.get("codec_pipeline.path")
+    budget = gds_zarr.settings.get("memory_budget")
+    with enable(device="cpu", memory_budget="3MiB") as on:
+        assert on.device == "cpu"
+        assert zarr.config.get("codec_pipeline.path") == PIPELINE_PATH
+        assert zarr.config.get("ndbuffer") == "zarr.buffer.cpu.NDBuffer"
+        assert gds_zarr.settings.get("memory_budget") == 3 << 20
+        assert gds_zarr.settings.get("device") == "cpu"
+        store = MemoryStore()
+        z = zarr.create_array(store, shape=(10,), chunks=(3,), dtype="i4")
+        z[...] = np.arange(10)
+        assert isinstance(z.async_array.codec_pipeline, GDSCodecPipeline)
+        stats.reset()
+        np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], np.arange(10))
+        assert stats.fast_reads == 1
+    assert zarr.config.get("codec_pipeline.path") == before
+    assert gds_zarr.settings.get("memory_budget") == budget
+
+
+def test_global_enable_and_restore() -> None:
+    before = zarr.config.get("codec_pipeline.path")
+    on = enable("cpu")
+    try:
+        assert zarr.config.get("codec_pipeline.path") == PIPELINE_PATH
+    finally:
+        on.restore()
+    assert zarr.config.get("codec_pipeline.path") == before
+
+
+def test_bad_arguments_change_nothing() -> None:
+    before = zarr.config.get("codec_pipeline.path")
+    with pytest.raises(KeyError):
+        enable("cpu", no_such_setting=1)
+    with pytest.raises(ValueError):
+        enable("tpu")
+    assert zarr.config.get("codec_pipeline.path") == before
+
+
+def test_gpu_unavailable_raises() -> None:
+    if gds_zarr.resolve_device("auto") == "gpu":
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(DeviceUnavailableError):
+        enable("gpu")

@@ -1,0 +1,45 @@
+"""zarr's own store conformance suite, run against GDSStore with CPU buffers."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+from zarr.core.buffer import Buffer, cpu
+from zarr.testing.store import StoreTests
+
+from gds_zarr.store import GDSStore
+
+
+class TestGDSStore(StoreTests[GDSStore, cpu.Buffer]):
+    store_cls = GDSStore
+    buffer_cls = cpu.Buffer
+
+    async def get(self, store: GDSStore, key: str) -> Buffer:
+        return self.buffer_cls.from_bytes((store.root / key).read_bytes())
+
+    async def set(self, store: GDSStore, key: str, value: Buffer) -> None:
+        path = store.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(value.to_bytes())
+
+    @pytest.fixture
+    def store_kwargs(self, tmp_path: Path) -> dict[str, Any]:
+        return {"root": str(tmp_path)}
+
+    def test_store_repr(self, store: GDSStore) -> None:
+        assert repr(store) == f"GDSStore('file://{store.root.as_posix()}', read_only=False)"
+        assert str(store) == f"file://{store.root.as_posix()}"
+
+    def test_store_supports_writes(self, store: GDSStore) -> None:
+        assert store.supports_writes
+
+    def test_store_supports_listing(self, store: GDSStore) -> None:
+        assert store.supports_listing
+
+    def test_pickle_keeps_read_only(self, store_kwargs: dict[str, Any]) -> None:
+        ro = GDSStore(**store_kwargs, read_only=True)
+        clone = pickle.loads(pickle.dumps(ro))
+        assert clone == ro and clone.read_only and clone.root == ro.root
