@@ -14,12 +14,17 @@ find_python() {
 }
 
 make_venv() {
-  local dir=$1 py=$2 extras=$3
+  local dir=$1 py=$2 extras=$3 log
+  log=$(mktemp)
   if [ ! -x "$dir/bin/python" ]; then
     "$py" -m venv "$dir"
-    "$dir/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+    "$dir/bin/python" -m pip install -q --upgrade pip >"$log" 2>&1 || { cat "$log"; return 1; }
   fi
   # Reinstall every time: cheap when nothing changed, and it picks up new dependencies.
-  "$dir/bin/python" -m pip install -q -e ".[$extras]" 2>&1 | grep -v -e "is ignored" -e '^ *$' || true
-  "$dir/bin/python" -c "import gds_zarr, zarr; print('venv', '$dir', 'python', __import__('sys').version.split()[0], 'zarr', zarr.__version__)"
+  # pip's output only matters when it fails.
+  if ! "$dir/bin/python" -m pip install -q -e ".[$extras]" >"$log" 2>&1; then
+    grep -v "is ignored" "$log"; rm -f "$log"; return 1
+  fi
+  rm -f "$log"
+  "$dir/bin/python" -c "import sys, gds_zarr, zarr; print('venv $dir: python', sys.version.split()[0], 'zarr', zarr.__version__)"
 }
