@@ -8,7 +8,7 @@ so that encoded plus decoded bytes in flight stay under the ``memory_budget`` se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -19,11 +19,15 @@ from gds_zarr.io._base import BatchRead
 from gds_zarr.pipeline._stats import stats
 from gds_zarr.pipeline._storeio import read_ranges
 from gds_zarr.planning.chunks import ReadUnits, scatter_plan, split_by_budget
-from gds_zarr.planning.shards import index_request, parse_indexes
+from gds_zarr.planning.shards import index_request, inner_slices, parse_indexes
 
 __all__ = ["Unhandled", "fast_read"]
 
 BatchInfo = Sequence[tuple[Any, Any, Any, Any, bool]]
+
+#: Batches of at most this many units and encoded bytes decode in the event loop's thread.
+_INLINE_DECODE_UNITS = 64
+_INLINE_DECODE_BYTES = 1 << 20
 
 
 class Unhandled(Exception):
@@ -160,8 +164,14 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
             if k + 1 < len(batches):
                 pending = start(batches[k + 1])  # read ahead while this batch decodes
             try:
-                await asyncio.to_thread(_decode_scatter, plan, units, b, batch, targets,
-                                        drop_axes, fill, decoder, outer_present, device)
+                args = (plan, units, b, batch, targets, drop_axes, fill, decoder, outer_present,
+                        device)
+                if staged <= _INLINE_DECODE_BYTES and len(b) <= _INLINE_DECODE_UNITS:
+                    # A small batch decodes in well under a millisecond: cheaper here than a
+                    # hop to a worker thread and back (the decode pool still helps).
+                    _decode_scatter(*args)
+                else:
+                    await asyncio.to_thread(_decode_scatter, *args)
             finally:
                 stats.stage(-staged)
     finally:
@@ -182,14 +192,21 @@ def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: Bat
     decoded_bytes = len(rows_idx) * plan.array.decoded_nbytes
     stats.stage(decoded_bytes)
     try:
+        for j in np.flatnonzero(~present).tolist():
+            u = int(b[j])
+            targets[units.target[u]][units.out_sel[u]] = fill
+        if device == "cpu" and hasattr(decoder, "decode_each"):
+            # Decode and scatter fused, chunk by chunk in the decode threads: a chunk is copied
+            # out while hot in cache, and no batch-sized decoded array is allocated.
+            decoder.decode_each(plan.steps, batch, rows_idx, plan.array.decoded_nbytes, names,
+                                _scatter_one(plan, units, b[rows_idx], targets, drop_axes))
+            stats.add(chunks_decoded=len(rows_idx))
+            return
         rows = decoder.decode_batch(plan.steps, batch, rows_idx, plan.array.decoded_nbytes,
                                     names)
         if device == "gpu" and isinstance(rows, np.ndarray):
             rows = _xp(device).asarray(rows)  # CPU-decoded codecs, moved per batch
         stats.add(chunks_decoded=len(rows_idx))
-        for j in np.flatnonzero(~present).tolist():
-            u = int(b[j])
-            targets[units.target[u]][units.out_sel[u]] = fill
         _scatter(plan, units, b[rows_idx], rows, targets, drop_axes, device)
     finally:
         stats.stage(-decoded_bytes)
@@ -208,6 +225,33 @@ def _scatter(plan: ChainPlan, units: ReadUnits, us: np.ndarray, rows: Any,
         if t == 0 and drop_axes:
             piece = piece.squeeze(axis=drop_axes)
         targets[t][out_sel[u]] = piece
+
+
+def _scatter_one(plan: ChainPlan, units: ReadUnits, us: np.ndarray, targets: list[Any],
+                 drop_axes: tuple[int, ...]) -> Callable[[int, np.ndarray], None]:
+    """``consume(j, row)`` for :meth:`CpuDecoder.decode_each`: copy decoded chunk ``j`` (unit
+    ``us[j]``) into its target. Runs in the decode threads; units write disjoint regions."""
+    to_chunk = plan.array.to_chunk
+    chunk_sel, out_sel = units.chunk_sel, units.out_sel
+    us_l = us.tolist()
+    t_l = units.target[us].tolist()
+    squeeze = bool(drop_axes)
+    # Decode threads reuse one scratch row each: its chunk view is built once, not per chunk
+    # (the dict holds the row, so its id is not reused while this read runs).
+    views: dict[int, tuple[np.ndarray, Any]] = {}
+
+    def consume(j: int, row: np.ndarray) -> None:
+        got = views.get(id(row))
+        if got is None or got[0] is not row:
+            got = views[id(row)] = (row, to_chunk(row))
+        u = us_l[j]
+        t = t_l[j]
+        piece = got[1][chunk_sel[u]]
+        if squeeze and t == 0:
+            piece = piece.squeeze(axis=drop_axes)
+        targets[t][out_sel[u]] = piece
+
+    return consume
 
 
 def _gpu_scatter(plan: ChainPlan, units: ReadUnits, us: np.ndarray, rows: Any,
@@ -311,23 +355,36 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
         if not outer_present[s]:
             _fill_out(out_arr, out_selection, fill)
             continue
-        indexer = get_indexer(chunk_selection, shape=shard_shape, chunk_grid=grid)
+        # Box selections (every whole-array or sliced read) are planned per axis; anything
+        # else goes through zarr's own indexer, one inner chunk at a time.
+        box = inner_slices(chunk_selection, shard_shape, layout)
+        indexer = get_indexer(chunk_selection, shape=shard_shape, chunk_grid=grid) \
+            if box is None else None
+        shape = box.shape if box is not None else tuple(indexer.shape)
+        sel_shape = None if indexer is None else getattr(indexer, "sel_shape", None)
         t = len(targets)
-        target = _view_target(out_arr, out_selection, drop_axes, indexer)
+        target = _view_target(out_arr, out_selection, drop_axes, shape, sel_shape)
         if target is None:
             # Fancy output selections need a temporary, copied into ``out`` at the end.
-            target = xp.empty(indexer.shape, dtype=out_arr.dtype)
-            finish.append((t, out_selection, getattr(indexer, "sel_shape", None)))
+            target = xp.empty(shape, dtype=out_arr.dtype)
+            finish.append((t, out_selection, sel_shape))
         targets.append(target)
-        for coords, csel, osel, _ in indexer:
-            flat = int(np.ravel_multi_index(coords, layout.chunks_per_shard))
-            u_keys.append(keys[s])
-            u_names.append(f"{keys[s]}[{flat}]")
-            u_shard.append(s)
-            u_inner.append(flat)
-            u_target.append(t)
-            u_csel.append(csel)
-            u_osel.append(osel)
+        if box is not None:
+            flat_l = box.inner.tolist()
+            u_csel.extend(box.chunk_sel)
+            u_osel.extend(box.out_sel)
+        else:
+            flat_l = []
+            for coords, csel, osel, _ in indexer:
+                flat_l.append(int(np.ravel_multi_index(coords, layout.chunks_per_shard)))
+                u_csel.append(csel)
+                u_osel.append(osel)
+        k = len(flat_l)
+        u_keys.extend([keys[s]] * k)
+        u_names.extend([f"{keys[s]}[{f}]" for f in flat_l])
+        u_shard.extend([s] * k)
+        u_inner.extend(flat_l)
+        u_target.extend([t] * k)
     shard_a = np.asarray(u_shard, np.int64)
     inner_a = np.asarray(u_inner, np.int64)
     is_empty = empty[shard_a, inner_a] if len(shard_a) else np.zeros(0, bool)
@@ -343,25 +400,25 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
 
 
 def _view_target(out_arr: Any, out_selection: Any, drop_axes: tuple[int, ...],
-                 indexer: Any) -> Any:
+                 shape: tuple[int, ...], sel_shape: Any) -> Any:
     """``out[out_selection]`` as a writable view shaped like the shard's output, or None.
 
     Basic output selections (slices and integers) give views, so inner chunks scatter straight
     into ``out`` with no shard-sized temporary.
     """
-    if getattr(indexer, "sel_shape", None) is not None:
+    if sel_shape is not None:
         return None
     sel = out_selection if isinstance(out_selection, tuple) else (out_selection,)
     if not all(isinstance(s, slice | int | np.integer) for s in sel):
         return None
     view = out_arr[(*sel, Ellipsis)]  # the Ellipsis keeps an all-integer selection a view
     if drop_axes:
-        if view.ndim + len(drop_axes) != len(indexer.shape):
+        if view.ndim + len(drop_axes) != len(shape):
             return None
         # Re-insert the dropped axes as length-1 axes: still a view.
         view = view[tuple(None if d in drop_axes else slice(None)
-                          for d in range(len(indexer.shape)))]
-    if tuple(view.shape) != tuple(indexer.shape):
+                          for d in range(len(shape)))]
+    if tuple(view.shape) != tuple(shape):
         return None
     return view
 

@@ -56,6 +56,21 @@ def pack_buffers(buffers: Sequence[Any]) -> BatchRead:
     return BatchRead(data, offsets, sizes, present, "cpu", int(data.nbytes))
 
 
+#: Reads at most this many requests, of known sizes summing to at most ``_INLINE_BYTES``, run in
+#: the event loop's thread (measured on the partial-read benchmark: benchmarks/results/tuning-*).
+_INLINE_REQUESTS = 64
+_INLINE_BYTES = 1 << 20
+
+
+def _small(starts: np.ndarray, stops: np.ndarray) -> bool:
+    if len(starts) > _INLINE_REQUESTS:
+        return False
+    suffix = (starts < 0) & (stops == -1)  # the last -start bytes (a shard index at the end)
+    known = suffix | ((stops >= 0) & (starts >= 0))
+    return bool(known.all()) and int(np.where(suffix, -starts, stops - starts).sum()) \
+        <= _INLINE_BYTES
+
+
 async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops: np.ndarray,
                       device: Literal["cpu", "gpu"]) -> BatchRead:
     """Read request ``i`` = ``keys[i]`` bytes ``[starts[i], stops[i])`` in one batched call.
@@ -71,6 +86,10 @@ async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops
     """
     gds = _gds_store_class()
     if gds is not None and isinstance(store, gds):
+        if _small(starts, stops):
+            # A few small ranges (shard indexes, a window's inner chunks) take tens of
+            # microseconds: less than a hop to a worker thread and back, so they run inline.
+            return store.read_batch(list(keys), starts, stops, device=device)  # type: ignore[no-any-return]
         return await asyncio.to_thread(store.read_batch, list(keys), starts, stops,
                                        device=device)
     from zarr.core.buffer.cpu import buffer_prototype
