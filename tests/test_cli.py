@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -14,7 +13,6 @@ import numpy as np
 import pytest
 
 from gds_zarr import settings
-from gds_zarr._device import gpu_status
 from gds_zarr.cli import main
 from gds_zarr.cli._demo import (
     DemoRead,
@@ -29,18 +27,7 @@ from gds_zarr.cli._demo import (
 SMALL = "256x192"
 
 
-@pytest.fixture(autouse=True)
-def fresh_status() -> Iterator[None]:
-    gpu_status.cache_clear()
-    yield
-    gpu_status.cache_clear()
-
-
-@pytest.fixture
-def no_gpu_libs(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("cupy", "kvikio", "nvidia.nvcomp", "pynvml"):
-        monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delenv("GDS_ZARR_DEVICE", raising=False)
+pytestmark = pytest.mark.usefixtures("fresh_gpu_status")
 
 
 def test_settings_command(capsys: pytest.CaptureFixture[str]) -> None:

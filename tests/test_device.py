@@ -11,39 +11,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
 
 import pytest
+from gpu_env import importable
 
 import gds_zarr
 from gds_zarr import _device, settings
 from gds_zarr._device import explain_device, gpu_status, libcuda_error, resolve_device
 from gds_zarr.errors import DeviceUnavailableError
 
-GPU_MODULES = ("cupy", "kvikio", "nvidia.nvcomp", "pynvml")
-
-
-def _importable(name: str) -> bool:
-    try:
-        __import__(name)
-    except Exception:  # noqa: BLE001 - any failure means not importable
-        return False
-    return True
-
-
-@pytest.fixture(autouse=True)
-def fresh_status() -> Iterator[None]:
-    """Every test probes anew, and leaves no cached answer behind."""
-    gpu_status.cache_clear()
-    yield
-    gpu_status.cache_clear()
-
-
-@pytest.fixture
-def no_gpu_libs(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in GPU_MODULES:
-        monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delenv("GDS_ZARR_DEVICE", raising=False)
+pytestmark = pytest.mark.usefixtures("fresh_gpu_status")
 
 
 def _fake_cupy(monkeypatch: pytest.MonkeyPatch, count: int | Exception) -> None:
@@ -175,7 +152,7 @@ def test_usable_gpu_is_picked_by_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     assert explain_device("auto").reason.startswith("auto: the GPU is usable (1 CUDA device")
 
 
-@pytest.mark.skipif(not _importable("cupy"),
+@pytest.mark.skipif(not importable("cupy"),
                     reason="CuPy not installed (see ci/gpu_libs_without_driver.sh)")
 def test_real_cupy_installed() -> None:
     status = gpu_status()

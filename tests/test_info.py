@@ -6,38 +6,16 @@ import ctypes
 import json
 import os
 import sys
-from collections.abc import Iterator
 
 import pytest
 import zarr
+from gpu_env import importable
 
 from gds_zarr import settings
-from gds_zarr._device import gpu_status, libcuda_error
+from gds_zarr._device import libcuda_error
 from gds_zarr._info import Info, _capture_native_stdout, info
 
-GPU_MODULES = ("cupy", "kvikio", "nvidia.nvcomp", "pynvml")
-
-
-def _importable(name: str) -> bool:
-    try:
-        __import__(name)
-    except Exception:  # noqa: BLE001 - any failure means not importable
-        return False
-    return True
-
-
-@pytest.fixture(autouse=True)
-def fresh_status() -> Iterator[None]:
-    gpu_status.cache_clear()
-    yield
-    gpu_status.cache_clear()
-
-
-@pytest.fixture
-def no_gpu_libs(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in GPU_MODULES:
-        monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delenv("GDS_ZARR_DEVICE", raising=False)
+pytestmark = pytest.mark.usefixtures("fresh_gpu_status")
 
 
 def test_report_is_json_serializable() -> None:
@@ -118,7 +96,7 @@ def test_native_stdout_is_captured(capfd: pytest.CaptureFixture[str]) -> None:
     assert "after" in out
 
 
-@pytest.mark.skipif(not (_importable("cupy") and _importable("kvikio")),
+@pytest.mark.skipif(not (importable("cupy") and importable("kvikio")),
                     reason="GPU libraries not installed (see ci/gpu_libs_without_driver.sh)")
 def test_with_gpu_libraries_installed() -> None:
     report = info()

@@ -65,6 +65,8 @@ def test_crc_mismatch_and_short_index() -> None:
     ((int(EMPTY), 4), "not the other"),
     ((2**63, 2**63 + 5), "overflows"),
     ((3, 4), "into the index"),
+    (((1 << 62) + 1, 4), "absurd offset"),
+    ((32, (1 << 62) + 1), "absurd size"),
 ])
 def test_absurd_entries(entry: tuple[int, int], why: str) -> None:
     layout = ShardLayout((1,), (2,), "start", False)

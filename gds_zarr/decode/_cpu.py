@@ -1,21 +1,35 @@
-"""CPU decoder: numcodecs over a batch of chunks, in a thread pool, into preallocated rows.
+"""CPU decoder: numcodecs (and libzstd directly) over a batch of chunks, in a thread pool.
 
 numcodecs' Zstd, LZ4, Blosc, Zlib and GZip release the GIL, so ``decode_threads`` threads decode
-in parallel. Each thread takes one contiguous slice of the batch (not one task per chunk), and
-the last step of every chunk decodes straight into that chunk's row of one 2-D uint8 array.
+in parallel. A zstd last step goes to libzstd through :mod:`gds_zarr.decode._zstd_native` (one
+context per thread, no allocation per chunk) when that library loads.
+
+Work is split into a few contiguous pieces per thread, pulled from a shared counter, so a thread
+the OS deschedules on a busy machine does not hold up the batch; the calling thread decodes
+pieces too instead of waiting idle. Two entry points:
+
+* :meth:`CpuDecoder.decode_batch` decodes into the rows of one 2-D array (the
+  :class:`~gds_zarr.decode._base.BytesDecoder` protocol);
+* :meth:`CpuDecoder.decode_each` decodes every chunk into a small per-thread scratch row and
+  hands it to a callback in the same thread right away, while it is hot in cache: the CPU
+  pipeline scatters there, so no batch-sized decoded array is ever allocated.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
+import numcodecs
 import numpy as np
 
 from gds_zarr import settings
+from gds_zarr.decode import _zstd_native
 from gds_zarr.decode._base import BytesStep
+from gds_zarr.decode.formats import check_blosc, numpy_reader
 from gds_zarr.errors import ChunkDecodeError
 from gds_zarr.io._base import BatchRead
 
@@ -24,6 +38,13 @@ __all__ = ["CpuDecoder", "decode_pool"]
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
+_local = threading.local()
+# Pieces per thread: small enough that a descheduled thread delays little, few enough that
+# the per-piece overhead (a counter step, list slicing) stays negligible.
+_PIECES_PER_THREAD = 4
+# Encoded bytes that make a second thread worth its hand-off (a 256x256 window of 16 KiB
+# chunks, ~200 KiB, decodes faster in one thread on the partial-read benchmark).
+_BYTES_PER_THREAD = 256 << 10
 
 
 def decode_pool(threads: int) -> ThreadPoolExecutor:
@@ -48,7 +69,7 @@ def _as_bytes_view(result: Any) -> np.ndarray:
 
 
 class CpuDecoder:
-    """Decode batches of chunks on the host with numcodecs.
+    """Decode batches of chunks on the host with numcodecs (zstd: libzstd when it loads).
 
     Parameters
     ----------
@@ -92,30 +113,185 @@ class CpuDecoder:
         ChunkDecodeError
             If a codec rejects a chunk, or a chunk decodes to the wrong number of bytes.
         """
-        index = np.asarray(index, dtype=np.int64)
         out = np.empty((len(index), decoded_nbytes), dtype=np.uint8)
-        if len(index) == 0:
-            return out
-        threads = self._threads if self._threads is not None else settings.get("decode_threads")
-        threads = max(1, min(int(threads), len(index)))
-        data = np.asarray(src.data)
-        offsets, sizes = src.offsets, src.sizes
+        self._run(steps, src, index, keys, out.__getitem__, None, decoded_nbytes)
+        return out
 
-        def run(lo: int, hi: int) -> None:
-            for j in range(lo, hi):
-                i = int(index[j])
-                o = int(offsets[i])
-                _decode_one(steps, data[o: o + int(sizes[i])], out[j], keys[i])
+    def decode_each(self, steps: Sequence[BytesStep], src: BatchRead, index: np.ndarray,
+                    decoded_nbytes: int, keys: Sequence[str],
+                    consume: Callable[[int, np.ndarray], None]) -> None:
+        """Decode chunks ``index`` of ``src`` one by one, calling ``consume(j, row)`` for each.
+
+        ``row`` is a per-thread scratch buffer of ``decoded_nbytes`` bytes holding chunk
+        ``index[j]``; it is reused for the thread's next chunk, so ``consume`` must copy what it
+        needs before returning. ``consume`` runs in the decoding threads, concurrently.
+
+        Parameters
+        ----------
+        steps, src, index, decoded_nbytes, keys
+            As :meth:`decode_batch`.
+        consume
+            Called once per decoded chunk, in the thread that decoded it.
+
+        Raises
+        ------
+        ChunkDecodeError
+            If a codec rejects a chunk, or a chunk decodes to the wrong number of bytes.
+            Chunks of other threads may have been consumed already.
+        """
+        self._run(steps, src, index, keys, None, consume, decoded_nbytes)
+
+    def _run(self, steps: Sequence[BytesStep], src: BatchRead, index: np.ndarray,
+             keys: Sequence[str], row_of: Callable[[int], np.ndarray] | None,
+             consume: Callable[[int, np.ndarray], None] | None, decoded_nbytes: int) -> None:
+        n = len(index)
+        if n == 0:
+            return
+        threads = self._threads if self._threads is not None else settings.get("decode_threads")
+        data = np.asarray(src.data)
+        encoded = int(np.asarray(src.sizes, dtype=np.int64)[np.asarray(index, np.int64)].sum())
+        # A thread hop costs more than decoding a few small chunks: one thread per
+        # _BYTES_PER_THREAD of encoded input, at most ``threads``.
+        threads = max(1, min(int(threads), n, encoded // _BYTES_PER_THREAD))
+        # Python lists: the per-chunk loop then indexes lists, not numpy scalars.
+        idx = np.asarray(index, dtype=np.int64)
+        offs = np.asarray(src.offsets, dtype=np.int64)[idx].tolist()
+        sizes = np.asarray(src.sizes, dtype=np.int64)[idx].tolist()
+        names = [keys[i] for i in idx.tolist()]
+        if steps and steps[0].kind == "blosc":
+            # c-blosc trusts its header, not the buffer's length: check them against each other
+            # for the whole batch first (a short chunk would otherwise decode its neighbour).
+            starts = np.asarray(offs, dtype=np.int64)
+            check_blosc(numpy_reader(data), starts, starts + np.asarray(sizes, dtype=np.int64),
+                        decoded_nbytes if len(steps) == 1 else None, names)
+        native = _native_zstd(steps) and len(steps) == 1
+        chained_zstd = _native_zstd(steps) and not native
+        if native:
+            run = _native_loop(data, offs, sizes, names, steps[-1].name, row_of, consume,
+                               decoded_nbytes)
+        else:
+            def run(lo: int, hi: int) -> None:
+                row = None if row_of is not None else _scratch(decoded_nbytes)
+                for j in range(lo, hi):
+                    if row_of is not None:
+                        row = row_of(j)
+                    assert row is not None
+                    o = offs[j]
+                    if chained_zstd:  # earlier steps (crc32c, ...) by numcodecs, then libzstd
+                        _decode_chained(steps, data[o: o + sizes[j]], row, names[j])
+                    else:
+                        _decode_one(steps, data[o: o + sizes[j]], row, names[j])
+                    if consume is not None:
+                        consume(j, row)
 
         if threads == 1:
-            run(0, len(index))
-            return out
-        bounds = np.linspace(0, len(index), threads + 1).astype(np.int64)
-        futures = [decode_pool(threads).submit(run, int(lo), int(hi))
-                   for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
-        for f in futures:
-            f.result()  # re-raises the first ChunkDecodeError of that slice
-        return out
+            run(0, n)
+            return
+        _parallel(run, n, threads)
+
+
+def _parallel(run: Callable[[int, int], None], n: int, threads: int) -> None:
+    """Run ``run(lo, hi)`` over pieces of ``range(n)`` on ``threads`` threads (caller included).
+
+    Pieces are pulled from a shared counter; after an error no new piece starts, and every
+    started piece finishes before the first error is raised (no thread still writes then).
+    """
+    npieces = min(n, threads * _PIECES_PER_THREAD)
+    bounds = np.linspace(0, n, npieces + 1).astype(np.int64).tolist()
+    counter = itertools.count()  # next() on a count is atomic under the GIL
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while not errors:
+            k = next(counter)
+            if k >= npieces:
+                return
+            try:
+                run(bounds[k], bounds[k + 1])
+            except BaseException as e:  # noqa: BLE001 - re-raised by the caller below
+                errors.append(e)
+                return
+
+    pool = decode_pool(threads - 1)
+    futures = [pool.submit(worker) for _ in range(threads - 1)]
+    worker()
+    for f in futures:
+        f.result()
+    if errors:
+        raise errors[0]
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """This thread's reusable row of ``nbytes`` bytes (the latest size asked for is kept)."""
+    row: np.ndarray | None = getattr(_local, "scratch", None)
+    if row is None or row.nbytes != nbytes:
+        row = _local.scratch = np.empty(nbytes, dtype=np.uint8)
+    return row
+
+
+def _native_zstd(steps: Sequence[BytesStep]) -> bool:
+    """True when the last step is numcodecs' Zstd and libzstd can be called directly."""
+    return bool(steps) and steps[-1].kind == "zstd" and isinstance(
+        steps[-1].codec, numcodecs.Zstd) and _zstd_native.available()
+
+
+def _native_loop(data: np.ndarray, offs: list[int], sizes: list[int], names: list[str],
+                 step_name: str, row_of: Callable[[int], np.ndarray] | None,
+                 consume: Callable[[int, np.ndarray], None] | None,
+                 decoded_nbytes: int) -> Callable[[int, int], None]:
+    """The per-piece loop for a zstd-only chain: libzstd from ``data`` straight into the row.
+
+    The loop body is kept to a ctypes call and a size check: it holds the GIL only for that,
+    so the other decode threads run while libzstd works.
+    """
+    base = data.ctypes.data if data.nbytes else 0
+    src = [base + o for o in offs]
+
+    def run(lo: int, hi: int) -> None:
+        fn, ctx = _zstd_native.thread_decompressor()
+        row = None
+        dst = 0
+        if row_of is None:
+            row = _scratch(decoded_nbytes)
+            dst = row.ctypes.data
+        for j in range(lo, hi):
+            if row_of is not None:
+                row = row_of(j)
+                dst = row.ctypes.data
+            got = fn(ctx, dst, decoded_nbytes, src[j], sizes[j])
+            if got != decoded_nbytes:
+                why = _zstd_native.error_of(got)
+                raise ChunkDecodeError(names[j], step_name, f"zstd: {why}" if why else
+                                       f"expected {decoded_nbytes} decoded bytes, found {got}")
+            if consume is not None:
+                consume(j, row)  # type: ignore[arg-type]
+
+    return run
+
+
+def _decode_chained(steps: Sequence[BytesStep], buf: np.ndarray, row: np.ndarray,
+                    key: str) -> None:
+    """Steps before the last with numcodecs, then zstd from their output straight into ``row``."""
+    mid = _run_steps(steps[:-1], buf, key)
+    try:
+        got = _zstd_native.decompress_into(row.ctypes.data, row.nbytes, mid.ctypes.data,
+                                           mid.nbytes)
+    except _zstd_native.ZstdError as e:
+        raise ChunkDecodeError(key, steps[-1].name, f"zstd: {e}") from None
+    if got != row.nbytes:
+        raise ChunkDecodeError(key, steps[-1].name,
+                               f"expected {row.nbytes} decoded bytes, found {got}")
+
+
+def _run_steps(steps: Sequence[BytesStep], buf: np.ndarray, key: str) -> np.ndarray:
+    """Run ``steps`` with numcodecs; the result as contiguous uint8."""
+    cur: Any = buf
+    for step in steps:
+        try:
+            cur = step.codec.decode(cur)
+        except Exception as e:
+            raise ChunkDecodeError(key, step.name, f"{type(e).__name__}: {e}") from e
+    return _as_bytes_view(cur)
 
 
 def _decode_one(steps: Sequence[BytesStep], buf: np.ndarray, row: np.ndarray, key: str) -> None:
@@ -129,8 +305,18 @@ def _decode_one(steps: Sequence[BytesStep], buf: np.ndarray, row: np.ndarray, ke
     cur: Any = buf
     last = len(steps) - 1
     for k, step in enumerate(steps):
+        if step.kind == "blosc" and k > 0:  # the first step's frames were checked batch-wide
+            b = _as_bytes_view(cur)
+            check_blosc(numpy_reader(b), np.zeros(1, np.int64), np.full(1, b.nbytes, np.int64),
+                        row.nbytes if k == last else None, [key])
+        declared = _declared_size(step.kind, cur) if k == last else None
+        if declared is not None and declared != row.nbytes:
+            # Refused before decoding: the codec would first allocate whatever the header
+            # claims (a corrupt header can claim gigabytes), and the result could not fit.
+            raise ChunkDecodeError(key, step.name, f"the frame declares {declared} decoded "
+                                                   f"bytes, expected {row.nbytes}")
         try:
-            if k == last and _declared_size(step.kind, cur) == row.nbytes:
+            if declared is not None:
                 # The frame declares exactly a row's worth: decode straight into the row.
                 # (With a larger ``out`` these codecs would leave the tail stale, so the
                 # declared size is checked first.)

@@ -8,8 +8,10 @@ whole batch at once, what a few bytes per chunk can tell:
   declared content size against the expected decoded size, and a walk over the block headers
   proving that the frame ends exactly where the chunk ends (catches truncation and trailing
   bytes);
-* **gzip**: magic ``1f 8b``, method 8, reserved flag bits, the optional header fields, and the
-  ``ISIZE`` trailer against the expected decoded size (mod 2**32);
+* **gzip**: magic ``1f 8b``, method 8, the optional header fields; an ``ISIZE`` trailer other
+  than the expected decoded size (mod 2**32) or reserved flag bits send the chunk to the CPU;
+* **blosc**: the 16-byte header's compressed size against the chunk's length (c-blosc trusts
+  its header) and its decoded size against the expected one;
 * **zlib** (numcodecs ``Zlib``): the two-byte header (method 8, window, ``FCHECK``, no preset
   dictionary); the raw DEFLATE payload lies between it and the 4-byte Adler-32 trailer;
 * **lz4** (numcodecs ``LZ4``): the 4-byte little-endian size prefix against the expected size and
@@ -291,21 +293,22 @@ def check_gzip(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
     """Check the gzip member header and ``ISIZE`` trailer of every chunk.
 
     A gzip stream of several members (``cat a.gz b.gz``) cannot be told from one member without
-    inflating; its ``ISIZE`` is the last member's size, so it is rejected unless that equals the
-    whole expected size, and then nvCOMP (one member only) decodes fewer bytes than expected,
-    which the decoded-size check after the decode reports.
+    inflating; its ``ISIZE`` is the last member's size, so it goes to the CPU unless that equals
+    the whole expected size, and then nvCOMP (one member only) decodes fewer bytes than
+    expected, which the decoded-size check after the decode reports.
 
     Returns
     -------
     Payload
         The whole member (nvCOMP's "Gzip" parses the header), ``deflate_starts`` after the header,
         ``trailer`` = the stored CRC-32 of the decoded bytes, and ``cpu_only`` for headers with
-        fields longer than :data:`GZIP_MAX_FIELD`.
+        fields longer than :data:`GZIP_MAX_FIELD`, for an ``ISIZE`` other than ``expected`` and
+        for reserved flag bits: the CPU decoder decides those, so both paths answer alike.
 
     Raises
     ------
     ChunkDecodeError
-        Wrong magic or method, reserved flags, truncated header, ``ISIZE`` != ``expected``.
+        Wrong magic or method, truncated header.
     """
     starts, stops = _as_i64(starts), _as_i64(stops)
     size = _check_lengths(starts, stops, 18, keys, "gzip", "gzip header and trailer")
@@ -315,17 +318,17 @@ def check_gzip(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
     _fail(head[:, 2] != 8, keys, "gzip",
           lambda j: f"compression method {int(head[j, 2])}, expected 8 (deflate)")
     flg = head[:, 3].astype(np.int64)
-    _fail((flg & 0xE0) != 0, keys, "gzip", lambda j: f"reserved flag bits set in 0x{flg[j]:02X}")
     tail = reader(stops - 8, 8)
     crc = _le(tail[:, 0:4]).astype(np.uint32)
     isize = _le(tail[:, 4:8]).astype(np.uint32)
-    want = np.uint32(expected & 0xFFFFFFFF)
-    _fail(isize != want, keys, "gzip",
-          lambda j: f"ISIZE trailer says {int(isize[j])} bytes, expected {expected} mod 2**32 "
-                    "(truncated, corrupt, or a multi-member stream)")
+    # An ISIZE other than the expected size is a truncated or corrupt member, or a valid stream
+    # nvCOMP cannot decode (several members, or padding after the member, which Python's gzip
+    # accepts): the CPU decoder decides, so the GPU never answers differently from the CPU.
+    cpu_only = isize != np.uint32(expected & 0xFFFFFFFF)
+    # Reserved flag bits: RFC 1952 says refuse, Python's gzip (the CPU decoder) ignores them.
+    cpu_only |= (flg & 0xE0) != 0
 
     pos = starts + 10
-    cpu_only = np.zeros(len(starts), bool)
     extra = (flg & GZIP_FEXTRA) != 0
     if extra.any():
         xlen = _le(reader(pos, 2)).astype(np.int64)
@@ -407,6 +410,40 @@ def check_lz4(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expecte
           lambda j: f"{int(size[j]) - 4}-byte block exceeds LZ4's bound of {bound} bytes for "
                     f"{expected} decoded bytes")
     return Payload(starts + 4, stops, np.zeros(len(starts), bool))
+
+
+# -------------------------------------------------------------------------------------- blosc
+BLOSC_HEADER = 16  # version, versionlz, flags, typesize, nbytes, blocksize, cbytes (c-blosc 1)
+
+
+def check_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray,
+                expected: int | None, keys: Sequence[str]) -> Payload:
+    """Check a Blosc frame's 16-byte header against the chunk's length and decoded size.
+
+    c-blosc takes every size from the header behind the pointer and never sees the buffer's
+    length: a zero-length or truncated chunk that sits in front of another chunk in one batch
+    buffer would decode its neighbour. The header's ``cbytes`` must not exceed the chunk's
+    length (trailing bytes are ignored, as c-blosc and zarr ignore them), and ``nbytes`` must be
+    the expected decoded size (None: not checked, e.g. Blosc before a filter).
+
+    Raises
+    ------
+    ChunkDecodeError
+        Shorter than the header, ``cbytes`` > the chunk's length, or ``nbytes`` != ``expected``.
+    """
+    starts, stops = _as_i64(starts), _as_i64(stops)
+    size = _check_lengths(starts, stops, BLOSC_HEADER, keys, "blosc", "header")
+    head = reader(starts, BLOSC_HEADER)
+    nbytes = _le(head[:, 4:8]).astype(np.int64)
+    cbytes = _le(head[:, 12:16]).astype(np.int64)
+    _fail((cbytes > size) | (cbytes < BLOSC_HEADER), keys, "blosc",
+          lambda j: f"truncated: the header says {int(cbytes[j])} compressed bytes, the chunk "
+                    f"holds {int(size[j])}")
+    if expected is not None:
+        _fail(nbytes != expected, keys, "blosc",
+              lambda j: f"the header declares {int(nbytes[j])} decoded bytes, expected "
+                        f"{expected}")
+    return Payload(starts, stops, np.zeros(len(starts), bool))
 
 
 # ------------------------------------------------------------------------------------- crc32c

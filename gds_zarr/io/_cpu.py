@@ -27,7 +27,7 @@ import stat
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, Literal
 
 import numpy as np
@@ -168,20 +168,43 @@ class PosixIOBackend:
     def __repr__(self) -> str:
         return "PosixIOBackend()"
 
-    def _run(self, fn: Callable[[int, int], Any], parts: list[tuple[int, int]]) -> list[Any]:
+    def _run(self, fn: Callable[[int, int], Any], parts: list[tuple[int, int]],
+             cancel: threading.Event) -> list[Any]:
+        """Run ``fn(a, b)`` for every part (in the pool unless there is one) and wait for all.
+
+        Every submitted task is waited for before anything is raised, also when the caller is
+        interrupted (``KeyboardInterrupt`` while submitting or waiting): a task still running
+        would write into a buffer or descriptor table its caller has already released. On an
+        error or interruption ``cancel`` is set, so the other tasks stop at their next item.
+        """
         if len(parts) == 1:
             return [fn(*parts[0])]
-        futures = [_thread_pool().submit(fn, a, b) for a, b in parts]
-        # Wait for every task before raising, so no task still writes into a buffer or fd.
-        results, error = [], None
-        for fut in futures:
+        futures: list[Future[Any]] = []
+        interrupt: BaseException | None = None
+        try:
+            pool = _thread_pool()
+            for a, b in parts:
+                futures.append(pool.submit(fn, a, b))
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after all finished
+            interrupt = e
+            cancel.set()
+        pending = set(futures)
+        while pending:
             try:
-                results.append(fut.result())
-            except BaseException as e:  # noqa: BLE001 - re-raised below, after all finished
-                error = error or e
-        if error is not None:
-            raise error
-        return results
+                _, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                if any(f.exception() is not None for f in futures if f.done()):
+                    cancel.set()  # a task failed: the others need not finish their parts
+                    _, pending = wait(pending)
+            except BaseException as e:  # noqa: BLE001 - interrupted while waiting: keep waiting
+                interrupt = interrupt or e
+                cancel.set()
+        if interrupt is not None:
+            raise interrupt
+        for fut in futures:
+            error = fut.exception()
+            if error is not None:
+                raise error
+        return [fut.result() for fut in futures]
 
     def read_batch(
         self,
@@ -231,9 +254,12 @@ class PosixIOBackend:
         sizes = np.full(nfiles, -1, dtype=np.int64)
         keep_open = nfiles <= _fd_budget()
         opened = 0
+        cancel = threading.Event()
         try:
             def phase1(a: int, b: int) -> None:
                 for i in range(a, b):
+                    if cancel.is_set():
+                        return
                     fd, size = _open_one(files[i], resolve_link)
                     sizes[i] = size
                     if fd >= 0:
@@ -243,17 +269,16 @@ class PosixIOBackend:
                             os.close(fd)
 
             ntasks = min(int(settings.get("io_threads")), -(-nfiles // _FILES_PER_TASK))
-            self._run(phase1, _split(np.ones(nfiles), ntasks))
+            self._run(phase1, _split(np.ones(nfiles), ntasks), cancel)
             opened = int(np.count_nonzero(sizes >= 0))
             present_file = sizes >= 0
             req_size = np.maximum(sizes, 0)[file_of]
             lo, hi = resolve_ranges(starts, stops, req_size)
             plan = plan_reads(file_of, lo, hi, max_gap=max_gap, max_size=max_size)
             data = np.empty(plan.total_size, dtype=np.uint8)
-            nbytes = self._phase2(plan, files, fds, sizes, data, resolve_link)
+            nbytes = self._phase2(plan, files, fds, sizes, data, resolve_link, cancel)
         finally:
-            for fd in fds[fds >= 0].tolist():
-                os.close(fd)
+            _close_all(fds[fds >= 0].tolist())
         with self._stats_lock:
             self.stats.files_opened += opened
             self.stats.reads += plan.nreads
@@ -264,7 +289,8 @@ class PosixIOBackend:
                          nbytes_staged=plan.total_size)
 
     def _phase2(self, plan: ReadPlan, files: list[str], fds: np.ndarray, sizes: np.ndarray,
-                data: np.ndarray, resolve_link: Callable[[str], str] | None) -> int:
+                data: np.ndarray, resolve_link: Callable[[str], str] | None,
+                cancel: threading.Event) -> int:
         """Read every coalesced read of ``plan`` into its slice of ``data``; bytes read."""
         if plan.nreads == 0:
             return 0
@@ -278,6 +304,8 @@ class PosixIOBackend:
             own_file, own_fd = -1, -1  # a file this task reopened (reads are sorted by file)
             try:
                 for r in range(a, b):
+                    if cancel.is_set():
+                        return 0
                     f = rf[r]
                     fd = int(fds[f])
                     if fd < 0:  # more files than the descriptor budget: reopen here
@@ -299,7 +327,7 @@ class PosixIOBackend:
         costs = plan.read_size + 65536  # a syscall costs about as much as 64 KiB of copying
         ntasks = min(int(settings.get("io_threads")), -(-plan.nreads // _READS_PER_TASK),
                      max(1, plan.total_size // _BYTES_PER_TASK))
-        return sum(self._run(read_part, _split(costs, max(1, ntasks))))
+        return sum(self._run(read_part, _split(costs, max(1, ntasks)), cancel))
 
     def write_file(self, path: str, data: Any, *, exclusive: bool = False) -> None:
         """Write ``data`` (anything with the buffer protocol) to ``path`` atomically.
@@ -338,6 +366,27 @@ class PosixIOBackend:
 
     def close(self) -> None:
         """Nothing to release: descriptors never outlive a batch; the pool is shared."""
+
+
+def _close_all(fds: list[int]) -> None:
+    """Close every descriptor, also when interrupted part-way (the interrupt is re-raised).
+
+    A ``KeyboardInterrupt`` can arrive between any two closes of a 4096-file batch; a plain
+    loop would leak the rest. Each descriptor leaves the list before it is closed, so an
+    interrupt never makes one close twice (which could close a descriptor another thread
+    has since been given); at worst the one popped as the interrupt lands stays open.
+    """
+    interrupt: BaseException | None = None
+    while fds:
+        try:
+            while fds:
+                os.close(fds.pop())
+        except OSError:
+            pass  # already closed: nothing to release
+        except BaseException as e:  # noqa: BLE001 - re-raised once all are closed
+            interrupt = interrupt or e
+    if interrupt is not None:
+        raise interrupt
 
 
 def _pread_full(fd: int, dest: memoryview, offset: int, path: str) -> None:

@@ -52,31 +52,47 @@ class _Entry:
         self.handle, self.ident, self.refs, self.evicted = handle, ident, 0, False
 
 
+def _open_cufile(path: str) -> Any:
+    import kvikio
+
+    return kvikio.CuFile(path, "r")
+
+
 class _HandleCache:
-    """A bounded LRU of open ``kvikio.CuFile`` read handles, shared by the process.
+    """A bounded LRU of open read handles (``kvikio.CuFile``), shared by the process.
 
     Handles are reference-counted while a batch reads through them: an evicted handle is
     closed when its last reader releases it, never under an in-flight ``pread``.
+
+    Parameters
+    ----------
+    opener
+        ``opener(path)`` returns an open handle with a ``close()`` method; default
+        ``kvikio.CuFile(path, "r")``. The cache logic needs no GPU, so tests pass a plain
+        file opener.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, opener: Callable[[str], Any] = _open_cufile) -> None:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._opener = opener
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def acquire(self, path: str, ident: _Ident) -> tuple[_Entry, bool]:
-        """An entry with an open handle for ``path`` as ``ident`` names it; True if opened now."""
-        import kvikio
+        """An entry with an open handle for ``path`` as ``ident`` names it; True if opened now.
 
+        Opening happens outside the lock (it is slow for CuFile); the cache is then trimmed to
+        :func:`handle_cache_limit`, closing evicted handles no batch holds.
+        """
         with self._lock:
             entry = self._entries.get(path)
             if entry is not None and entry.ident == ident:
                 self._entries.move_to_end(path)
                 entry.refs += 1
                 return entry, False
-        entry = _Entry(kvikio.CuFile(path, "r"), ident)
+        entry = _Entry(self._opener(path), ident)
         entry.refs = 1
         to_close = []
         with self._lock:

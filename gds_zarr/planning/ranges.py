@@ -29,7 +29,11 @@ import numpy as np
 
 from gds_zarr import settings
 
-__all__ = ["ReadPlan", "plan_reads"]
+__all__ = ["MAX_OFFSET", "ReadPlan", "plan_reads"]
+
+MAX_OFFSET = 1 << 62
+"""Largest byte offset accepted (4 EiB, past any real file). Keeping offsets, gaps and sizes
+at most this keeps every sum below (shifted offset + size bound) inside int64."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +99,15 @@ def plan_reads(
     Raises
     ------
     ValueError
-        If the arrays differ in length, or a range is negative or inverted.
+        If the arrays differ in length, or a range is negative, inverted or ends past
+        :data:`MAX_OFFSET`.
     """
     gap = int(settings.get("coalesce_max_gap") if max_gap is None else max_gap)
     size_bound = int(settings.get("coalesce_max_size") if max_size is None else max_size)
     if gap < 0 or size_bound < 0:
         raise ValueError(f"max_gap and max_size must be >= 0, got {gap} and {size_bound}")
+    # Larger bounds mean the same as MAX_OFFSET (no range is longer) and cannot overflow.
+    gap, size_bound = min(gap, MAX_OFFSET), min(size_bound, MAX_OFFSET)
     fid = np.asarray(file_ids, dtype=np.int64)
     lo = np.asarray(starts, dtype=np.int64)
     hi = np.asarray(stops, dtype=np.int64)
@@ -109,6 +116,8 @@ def plan_reads(
         raise ValueError(f"file_ids, starts and stops differ in length: {n}, {len(lo)}, {len(hi)}")
     if n and (int(lo.min()) < 0 or bool(np.any(hi < lo))):
         raise ValueError("byte ranges must satisfy 0 <= start <= stop")
+    if n and int(hi.max()) > MAX_OFFSET:
+        raise ValueError(f"byte ranges must end at most at 2**62, got {int(hi.max())}")
 
     nonempty = np.flatnonzero(hi > lo)
     if len(nonempty) == 0:
@@ -117,14 +126,48 @@ def plan_reads(
     f, s, e = fid[order], lo[order], hi[order]
     m = len(order)
 
-    # Shift each file's ranges past the previous file's largest end, so that one global running
-    # maximum (and one searchsorted) serves every file at once.
     new_file = np.empty(m, dtype=bool)
     new_file[0] = True
     np.not_equal(f[1:], f[:-1], out=new_file[1:])
     file_first = np.flatnonzero(new_file)
-    file_span = np.maximum.reduceat(e, file_first) + 1
-    shift = np.repeat(np.cumsum(file_span) - file_span, np.diff(np.append(file_first, m)))
+    counts = np.diff(np.append(file_first, m))
+    # Shift each file's ranges (relative to its first start) past the previous file's largest
+    # end, so that one global running maximum (and one searchsorted) serves every file at once.
+    base = np.repeat(s[file_first], counts)
+    file_span = np.maximum.reduceat(e - base, file_first) + 1
+    if sum(file_span.tolist()) <= MAX_OFFSET:  # exact (Python ints): the shifts fit in int64
+        read_start = _read_starts(s - base, e - base, new_file, file_span, counts, gap,
+                                  size_bound)
+    else:  # files with ranges exabytes apart: plan them one at a time
+        read_start = np.zeros(m, dtype=bool)
+        for a, c, span in zip(file_first.tolist(), counts.tolist(), file_span.tolist(),
+                              strict=True):
+            sl = slice(a, a + c)
+            read_start[sl] = _read_starts(s[sl] - s[a], e[sl] - s[a], new_file[sl],
+                                          np.array([span]), np.array([c]), gap, size_bound)
+
+    first = np.flatnonzero(read_start)
+    read_offset = s[first]
+    read_size = np.maximum.reduceat(e, first) - read_offset
+    read_dest = np.cumsum(read_size) - read_size
+    read_of_request = np.cumsum(read_start) - 1
+    request_dest = np.zeros(n, dtype=np.int64)
+    request_dest[order] = read_dest[read_of_request] + (s - read_offset[read_of_request])
+    return ReadPlan(
+        read_file=f[first],
+        read_offset=read_offset,
+        read_size=read_size,
+        read_dest=read_dest,
+        request_dest=request_dest,
+        total_size=int(read_size.sum()),
+    )
+
+
+def _read_starts(s: np.ndarray, e: np.ndarray, new_file: np.ndarray, file_span: np.ndarray,
+                 counts: np.ndarray, gap: int, size_bound: int) -> np.ndarray:
+    """Which sorted requests start a read (``s``/``e`` relative to each file's first start)."""
+    m = len(s)
+    shift = np.repeat(np.cumsum(file_span) - file_span, counts)
     s_sh, e_sh = s + shift, e + shift
     run_end = np.maximum.accumulate(e_sh)  # nondecreasing: furthest end so far
 
@@ -146,18 +189,20 @@ def plan_reads(
         step = nxt[frontier]
         frontier = step[step < gap_end[frontier]]
 
+    # The gaps above are measured from the furthest end of the whole gap group. Where the size
+    # split cut a group inside an overlap (a request of an earlier read reaches past this
+    # read's first start), a read's own requests may leave a hole wider than max_gap: re-split
+    # those few reads by their own running end. Only overlapping requests get here.
     first = np.flatnonzero(read_start)
-    read_offset = s[first]
-    read_size = np.maximum.reduceat(e, first) - read_offset
-    read_dest = np.cumsum(read_size) - read_size
-    read_of_request = np.cumsum(read_start) - 1
-    request_dest = np.zeros(n, dtype=np.int64)
-    request_dest[order] = read_dest[read_of_request] + (s - read_offset[read_of_request])
-    return ReadPlan(
-        read_file=f[first],
-        read_offset=read_offset,
-        read_size=read_size,
-        read_dest=read_dest,
-        request_dest=request_dest,
-        total_size=int(read_size.sum()),
-    )
+    todo = first[(first > 0) & (run_end[np.maximum(first - 1, 0)] > s_sh[first])].tolist()
+    while todo:
+        a = todo.pop()
+        end, j = int(e_sh[a]), a + 1
+        while j < m and not read_start[j]:
+            if int(s_sh[j]) - end > gap:
+                read_start[j] = True  # a new read, whose own gaps are checked in turn
+                todo.append(j)
+                break
+            end = max(end, int(e_sh[j]))
+            j += 1
+    return read_start

@@ -7,7 +7,10 @@ empty inner chunk. The index is at the start or the end of the shard file.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numcodecs
 import numpy as np
@@ -16,7 +19,8 @@ from gds_zarr.decode.chain import ShardLayout
 from gds_zarr.errors import ShardIndexError
 from gds_zarr.io._base import BatchRead
 
-__all__ = ["EMPTY", "index_request", "inner_ranges", "parse_indexes"]
+__all__ = ["EMPTY", "InnerSlices", "index_request", "inner_ranges", "inner_slices",
+           "parse_indexes"]
 
 EMPTY = np.uint64(2**64 - 1)
 
@@ -108,6 +112,10 @@ def _validate(offsets: np.ndarray, nbytes: np.ndarray, empty: np.ndarray, half: 
         if not bad.any():
             bad = used & (nbytes > np.uint64(1 << 62))
             why = "an entry claims an absurd size"
+        if not bad.any():
+            # Offsets past 2^62 would turn negative (suffix requests) as int64 byte ranges.
+            bad = used & (offsets > np.uint64(1 << 62))
+            why = "an entry claims an absurd offset"
     if bad.any():
         s, c = np.argwhere(bad)[0]
         raise ShardIndexError(keys[int(s)], f"inner chunk {int(c)}: {why} "
@@ -124,3 +132,79 @@ def inner_ranges(offsets: np.ndarray, nbytes: np.ndarray, shard: np.ndarray,
     """
     starts = offsets[shard, inner].astype(np.int64)
     return starts, starts + nbytes[shard, inner].astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class InnerSlices:
+    """The inner chunks a box selection of one shard touches, in C order (zarr's order).
+
+    Attributes
+    ----------
+    inner
+        int64 flat (C-order) index of each inner chunk in the shard.
+    chunk_sel, out_sel
+        Per inner chunk: the slices inside the chunk, and where they go in the selection's
+        output (shape :attr:`shape`), exactly as zarr's ``BasicIndexer`` yields them.
+    shape
+        Shape of the selection's output.
+    """
+
+    inner: np.ndarray
+    chunk_sel: list[tuple[slice, ...]]
+    out_sel: list[tuple[slice, ...]]
+    shape: tuple[int, ...]
+
+
+def inner_slices(selection: Any, shard_shape: tuple[int, ...],
+                 layout: ShardLayout) -> InnerSlices | None:
+    """Plan a box selection of one shard without zarr's per-chunk indexer, or None.
+
+    zarr's indexer yields one Python object per inner chunk through several generator layers,
+    which costs more than decoding a small chunk; here each axis is planned once and the units
+    are the product of the axes (``itertools.product``, in C).
+
+    Parameters
+    ----------
+    selection
+        The shard's ``chunk_selection`` from zarr's ``batch_info``.
+    shard_shape
+        Shape of the shard.
+    layout
+        The shard layout (inner chunk shape, chunks per shard).
+
+    Returns
+    -------
+    InnerSlices or None
+        None unless ``selection`` is one slice of step 1 per axis (then zarr's indexer must
+        plan it: integers, steps, arrays).
+    """
+    sel = selection if isinstance(selection, tuple) else (selection,)
+    if len(sel) != len(shard_shape) or not all(isinstance(x, slice) for x in sel):
+        return None
+    ids: list[range] = []
+    csel: list[list[slice]] = []
+    osel: list[list[slice]] = []
+    shape: list[int] = []
+    for x, extent, cs in zip(sel, shard_shape, layout.chunk_shape, strict=True):
+        start, stop, step = x.indices(extent)
+        if step != 1:
+            return None
+        stop = max(stop, start)
+        shape.append(stop - start)
+        first, last = start // cs, -(-stop // cs)
+        ids.append(range(first, last))
+        c_d: list[slice] = []
+        o_d: list[slice] = []
+        for c in range(first, last):
+            lo, hi = max(start, c * cs), min(stop, (c + 1) * cs)
+            c_d.append(slice(lo - c * cs, hi - c * cs, 1))
+            o_d.append(slice(lo - start, hi - start))
+        csel.append(c_d)
+        osel.append(o_d)
+    if 0 in shape:  # nothing selected (zarr never asks; kept total for direct callers)
+        return InnerSlices(np.zeros(0, np.int64), [], [], tuple(shape))
+    grids = np.meshgrid(*[np.asarray(r, dtype=np.int64) for r in ids], indexing="ij")
+    inner = np.ravel_multi_index([g.reshape(-1) for g in grids], layout.chunks_per_shard)
+    return InnerSlices(np.asarray(inner, dtype=np.int64).reshape(-1),
+                       list(itertools.product(*csel)), list(itertools.product(*osel)),
+                       tuple(shape))
