@@ -12,6 +12,10 @@ for v in ${PYTHONS:-3.11 3.12}; do
   fi
   echo "== Python $v ($py)"
   make_venv ".venv-ci-$v" "$py" "test"
+  if [ "$ran" -eq 0 ]; then
+    echo "== ruff (lint rules in pyproject.toml)"
+    ".venv-ci-$v/bin/ruff" check . --exclude ".venv*" || status=1
+  fi
   ran=$((ran + 1))
   # tests_gpu/ skip cleanly without a GPU; they run here so their imports and skips are checked.
   ".venv-ci-$v/bin/python" -m pytest tests tests_gpu -q -p no:cacheprovider "$@" || status=$?

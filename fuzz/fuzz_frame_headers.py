@@ -52,7 +52,7 @@ def _valid(kind: str, chunk: bytes) -> bool:
 
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    kind = fdp.PickValueInList(sorted(KINDS) + ["crc32c"])
+    kind = fdp.PickValueInList([*sorted(KINDS), "crc32c"])
     if fdp.ConsumeBool() and kind in SEEDS:  # mutate a real frame: deeper than random bytes
         chunk = bytearray(SEEDS[kind])
         for _ in range(fdp.ConsumeIntInRange(0, 4)):

@@ -40,7 +40,7 @@ def test_one_input(data: bytes) -> None:
         assert e.key == "c/0"
         return
     used = ~empty
-    assert all(int(o) + int(b) < 2**64 for o, b in zip(offsets[used], nbytes[used]))
+    assert all(int(o) + int(b) < 2**64 for o, b in zip(offsets[used], nbytes[used], strict=False))
     assert (nbytes[used] <= np.uint64(1 << 62)).all()
 
 

@@ -453,8 +453,9 @@ def convert(
         Where the input hierarchy is (Zarr v2 or v3, any codec zarr-python reads). A path is
         opened as a read-only :class:`~gds_zarr.GDSStore`.
     dst : str, os.PathLike or zarr.abc.store.Store
-        Where the copy goes (a path: a :class:`~gds_zarr.GDSStore`). Must be empty, or hold an unfinished conversion of the same source
-        with the same parameters (it is then resumed), unless ``overwrite``.
+        Where the copy goes (a path: a :class:`~gds_zarr.GDSStore`). Must be empty, or hold an
+        unfinished conversion of the same source with the same parameters (it is then resumed),
+        unless ``overwrite``.
     shard_shape, chunk_shape : sequence of int, optional
         Shard and inner-chunk shapes, applied to arrays with as many dimensions (others, e.g.
         1-d coordinates, get the default layout; see :func:`choose_layout`).

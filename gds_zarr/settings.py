@@ -169,7 +169,7 @@ class _SetContext:
 _UNSET = object()
 
 
-def set(**values: Any) -> _SetContext:  # noqa: A001 - mirrors kvikio.defaults.set / zarr.config.set
+def set(**values: Any) -> _SetContext:
     """Set settings by name; ``None`` returns a setting to its environment value or default.
 
     Raises

@@ -418,7 +418,7 @@ def test_unreadable_chunk_file_is_an_error_not_the_fill_value() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
         root = _make(Path(tmp) / "a.zarr", zc.ZstdCodec())
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, _dirnames, filenames in os.walk(root):
             os.chmod(dirpath, 0o755)
             for name in filenames:
                 os.chmod(os.path.join(dirpath, name), 0o644)

@@ -45,7 +45,8 @@ def test_import_never_loads_gpu_libraries() -> None:
         "print(bad)\n"
         "raise SystemExit(1 if bad else 0)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

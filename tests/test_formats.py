@@ -99,7 +99,8 @@ def test_zstd_without_content_size_or_skippable_goes_to_cpu() -> None:
 
 def test_gzip_and_zlib_payloads_and_trailers() -> None:
     raws = [_raw(i) for i in range(4)]
-    gz = [bytes(numcodecs.GZip(level=lv).encode(r)) for lv, r in zip((1, 5, 9, 1), raws)]
+    gz = [bytes(numcodecs.GZip(level=lv).encode(r))
+          for lv, r in zip((1, 5, 9, 1), raws, strict=True)]
     gz[3] = gzip.compress(raws[3], mtime=0)[:3] + bytes([0x1E]) + gzip.compress(raws[3])[4:10] + (
         b"\x03\x00abc" + b"name\0" + b"comment\0" + b"\x00\x00") + zlib.compress(raws[3])[2:-4] + (
         struct.pack("<II", zlib.crc32(raws[3]), len(raws[3])))  # FEXTRA|FNAME|FCOMMENT|FHCRC
@@ -111,7 +112,8 @@ def test_gzip_and_zlib_payloads_and_trailers() -> None:
     for ds, stop, r in zip(p.deflate_starts, stops, raws, strict=True):
         assert zlib.decompressobj(-15).decompress(data[ds:stop].tobytes()) == r
 
-    zl = [bytes(numcodecs.Zlib(level=lv).encode(r)) for lv, r in zip((1, 6, 9, 0), raws)]
+    zl = [bytes(numcodecs.Zlib(level=lv).encode(r))
+          for lv, r in zip((1, 6, 9, 0), raws, strict=True)]
     data, starts, stops, keys = _batch(zl)
     p = f.check_zlib(f.numpy_reader(data), starts, stops, EXPECTED, keys)
     assert p.trailer is not None and p.trailer.tolist() == [zlib.adler32(r) for r in raws]
@@ -336,8 +338,8 @@ def test_segmented_checksums_match_libraries(sizes: list[int], seg: int, seed: i
 def test_segment_table_covers_every_byte_once() -> None:
     starts, stops = np.array([10, 100, 100]), np.array([95, 100, 109])
     chunk, start, length, after = f.segment_table(starts, stops, 8)
-    covered = np.concatenate([np.arange(s, s + n) for s, n in zip(start, length)])
-    expected = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)])
+    covered = np.concatenate([np.arange(s, s + n) for s, n in zip(start, length, strict=False)])
+    expected = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=False)])
     assert np.array_equal(covered, expected)
     assert np.array_equal(start + length + after, stops[chunk])
 
@@ -376,12 +378,12 @@ def test_scatter_reference_matches_numpy(data) -> None:
                       data.draw(st.integers(1, 3))) for n in shape)
     dtype = data.draw(st.sampled_from(["u1", "<i2", ">f4", "<c16", "?"]))
     a = np.random.default_rng(0).integers(0, 100, shape).astype(dtype)
-    grid = [range(-(-n // c)) for n, c in zip(shape, chunks)]
+    grid = [range(-(-n // c)) for n, c in zip(shape, chunks, strict=False)]
     coords = list(itertools.product(*grid))
     decoded = np.zeros((len(coords), int(np.prod(chunks)) * a.dtype.itemsize), np.uint8)
     for r, cc in enumerate(coords):  # zarr stores edge chunks at full shape
         block = np.zeros(chunks, a.dtype)
-        src = a[tuple(slice(i * c, (i + 1) * c) for i, c in zip(cc, chunks))]
+        src = a[tuple(slice(i * c, (i + 1) * c) for i, c in zip(cc, chunks, strict=False))]
         block[tuple(slice(0, m) for m in src.shape)] = src
         decoded[r] = block.reshape(-1).view(np.uint8)
     expected = a[sel]

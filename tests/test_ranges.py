@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -66,7 +68,7 @@ def test_holes_inside_a_read_are_bounded_by_max_gap(req) -> None:
     # The bound holds for disjoint requests (see the module docstring for overlaps).
     keep = np.ones(len(files), dtype=bool)
     order = np.lexsort((starts, files))
-    for a, b in zip(order[:-1], order[1:], strict=True):
+    for a, b in itertools.pairwise(order):
         if files[a] == files[b] and starts[b] < stops[a]:
             keep[b] = False
     files, starts, stops = files[keep], starts[keep], stops[keep]

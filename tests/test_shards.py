@@ -55,7 +55,7 @@ def test_crc_mismatch_and_short_index() -> None:
     parse_indexes(_batch([good]), ["k"], layout)
     bad = bytearray(good)
     bad[0] ^= 1
-    with pytest.raises(ShardIndexError, match="'k'.*crc32c"):
+    with pytest.raises(ShardIndexError, match=r"'k'.*crc32c"):
         parse_indexes(_batch([bytes(bad)]), ["k"], layout)
     with pytest.raises(ShardIndexError, match="fewer than"):
         parse_indexes(_batch([good[:10]]), ["k"], layout)

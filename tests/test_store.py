@@ -153,7 +153,7 @@ async def test_missing_key_is_none_everywhere(store: GDSStore) -> None:
 
 async def test_directory_where_a_file_should_be_is_an_error(store: GDSStore) -> None:
     (store.root / "c" / "0").mkdir(parents=True)
-    with pytest.raises(ChunkReadError, match="'c/0'.*directory") as info:
+    with pytest.raises(ChunkReadError, match=r"'c/0'.*directory") as info:
         await store.get("c/0", PROTO)
     assert info.value.key == "c/0" and isinstance(info.value, OSError)
     with pytest.raises(ChunkReadError):

@@ -113,7 +113,8 @@ def write_sample(root: Path, data: np.ndarray, *, sharded: bool, chunk: int = DE
     shards = None
     if sharded:
         # A shard must be a whole number of chunks; no larger than the array needs.
-        shards = tuple(c * min(SHARD_FACTOR, math.ceil(n / c)) for c, n in zip(chunks, data.shape))
+        shards = tuple(c * min(SHARD_FACTOR, math.ceil(n / c))
+                       for c, n in zip(chunks, data.shape, strict=True))
     arr = zarr.create_array(store=str(path), shape=data.shape, dtype=data.dtype, chunks=chunks,
                             shards=shards, compressors=ZstdCodec(level=3), overwrite=True)
     arr[...] = data
@@ -251,7 +252,8 @@ def run_demo(device: str | None = None, shape: Sequence[int] = DEFAULT_SHAPE,
                 expected = np.asarray(zarr.open_array(str(path), mode="r")[...])
             got = reader(path, resolved, repeat)
             arr = zarr.open_array(str(path), mode="r")
-            nchunks = math.prod(math.ceil(n / c) for n, c in zip(arr.shape, arr.chunks))
+            nchunks = math.prod(math.ceil(n / c)
+                                for n, c in zip(arr.shape, arr.chunks, strict=True))
             same = (got.values.shape == expected.shape and got.values.dtype == expected.dtype
                     and np.array_equal(got.values, expected) and np.array_equal(expected, data))
             status |= 0 if same else 1
@@ -259,9 +261,9 @@ def run_demo(device: str | None = None, shape: Sequence[int] = DEFAULT_SHAPE,
             echo(f"{path.name}: {arr.shape} {arr.dtype}, {layout}chunks {arr.chunks}, "
                  f"{nchunks} chunks, {_stored_bytes(path) / 1e6:.1f} MB on disk")
             echo(f"  read into {got.output_type} via {got.pipeline}: "
-                 f"{data.nbytes / got.seconds / 1e9:.2f} GB/s decoded, {nchunks / got.seconds:,.0f} "
-                 f"chunks/s (best of {max(1, repeat)}: {got.seconds * 1e3:.1f} ms; first read "
-                 f"{got.first_seconds * 1e3:.1f} ms)")
+                 f"{data.nbytes / got.seconds / 1e9:.2f} GB/s decoded, "
+                 f"{nchunks / got.seconds:,.0f} chunks/s (best of {max(1, repeat)}: "
+                 f"{got.seconds * 1e3:.1f} ms; first read {got.first_seconds * 1e3:.1f} ms)")
             if got.notes:
                 echo(f"  counted over {max(1, repeat)} read(s):")
             for note in got.notes:

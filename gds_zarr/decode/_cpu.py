@@ -348,7 +348,7 @@ def _declared_size(kind: str, buf: Any) -> int | None:
             return _zstd_content_size(b)
         if kind == "crc32c":
             return b.nbytes - 4
-    except Exception:  # a malformed header: let the codec itself report the problem
+    except (ValueError, IndexError, TypeError):  # malformed: the codec itself reports it
         return None
     return None
 

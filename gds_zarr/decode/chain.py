@@ -148,7 +148,7 @@ def _bytes_bytes_step(codec: Any) -> BytesStep | Unsupported:
 def _native(zdtype: Any) -> np.dtype[Any] | None:
     try:
         return np.dtype(zdtype.to_native_dtype())
-    except Exception:  # a zarr dtype with no fixed numpy equivalent
+    except Exception:  # noqa: BLE001 - a zarr dtype with no fixed numpy equivalent
         return None
 
 

@@ -21,6 +21,7 @@ and durability across power loss is left to the filesystem, as zarr's LocalStore
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import resource
 import stat
@@ -153,7 +154,7 @@ def _split(costs: np.ndarray, ntasks: int) -> list[tuple[int, int]]:
     cum = np.cumsum(costs)
     cuts = np.searchsorted(cum, cum[-1] * np.arange(1, ntasks) / ntasks, side="left") + 1
     bounds = np.unique(np.concatenate(([0], np.minimum(cuts, n), [n])))
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 class PosixIOBackend:

@@ -93,7 +93,7 @@ def _verify_crc(data: np.ndarray, offs: np.ndarray, entry_bytes: int, keys: list
     for o, key in zip(offs.tolist(), keys, strict=True):  # a few shards: one small check each
         try:
             checker.decode(data[o: o + entry_bytes + 4])
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - numcodecs raises RuntimeError or ValueError
             raise ShardIndexError(key, f"index crc32c check failed ({e})") from None
 
 

@@ -297,7 +297,7 @@ class GDSStore(Store):
                                       max_gap=max_gap_bytes, max_size=max_coalesced_bytes)
         except (InvalidKeyError, ValueError, TypeError):
             raise  # bad arguments are the caller's error, not a failed fetch
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - get_ranges reports every fetch failure this way
             raise ExceptionGroup("chunk read failed", [e]) from None
         if bufs and bufs[0] is None:
             raise ExceptionGroup("chunk read failed", [FileNotFoundError(key)])
