@@ -182,9 +182,12 @@ def read_with_zarr(path: Path, device: Literal["cpu", "gpu"], repeat: int) -> De
 def _decoder(device: str) -> str:
     from gds_zarr import settings
 
+    from gds_zarr.decode import _zstd_native
+
     if device == "gpu":
         return "nvCOMP Zstd (batched, on the GPU)"
-    return f"numcodecs Zstd in {settings.get('decode_threads')} thread(s)"
+    library = "libzstd (a context per thread)" if _zstd_native.available() else "numcodecs Zstd"
+    return f"{library} in {settings.get('decode_threads')} thread(s)"
 
 
 def _io_path(device: str) -> str:
