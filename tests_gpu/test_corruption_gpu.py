@@ -27,12 +27,12 @@ if not gpu_status().usable:
 
 cupy = pytest.importorskip("cupy")
 
-import zarr  # noqa: E402
-import zarr.codecs as zc  # noqa: E402
+import zarr
+import zarr.codecs as zc
 
-import gds_zarr  # noqa: E402
-from gds_zarr.errors import ChunkDecodeError  # noqa: E402
-from gds_zarr.store import GDSStore  # noqa: E402
+import gds_zarr
+from gds_zarr.errors import ChunkDecodeError
+from gds_zarr.store import GDSStore
 
 SHAPE, CHUNKS = (64, 64), (32, 32)
 DATA = np.arange(64 * 64, dtype="float32").reshape(SHAPE)

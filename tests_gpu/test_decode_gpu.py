@@ -21,13 +21,13 @@ if not gpu_status().usable:
 
 cupy = pytest.importorskip("cupy")
 
-from gds_zarr.decode import formats  # noqa: E402
-from gds_zarr.decode._base import BytesStep  # noqa: E402
-from gds_zarr.decode._gpu import NvcompDecoder, device_adler32, device_crc32  # noqa: E402
-from gds_zarr.decode._scatter_gpu import _scatter_reference, scatter_chunks  # noqa: E402
-from gds_zarr.errors import ChunkDecodeError  # noqa: E402
-from gds_zarr.io._base import BatchRead  # noqa: E402
-from gds_zarr.planning.chunks import scatter_plan  # noqa: E402
+from gds_zarr.decode import formats
+from gds_zarr.decode._base import BytesStep
+from gds_zarr.decode._gpu import NvcompDecoder, device_adler32, device_crc32
+from gds_zarr.decode._scatter_gpu import _scatter_reference, scatter_chunks
+from gds_zarr.errors import ChunkDecodeError
+from gds_zarr.io._base import BatchRead
+from gds_zarr.planning.chunks import scatter_plan
 
 NBYTES = 64 * 64 * 4
 N = 37  # not a multiple of anything nvCOMP might batch by
@@ -146,18 +146,19 @@ def test_device_checksums_match_libraries() -> None:
 def test_scatter_kernel_matches_reference(dtype: str, selection: tuple[slice, ...]) -> None:
     shape, chunks = (50, 37), (8, 16)
     a = (np.arange(np.prod(shape)) % 251).reshape(shape).astype(dtype)
-    coords = list(itertools.product(*(range(-(-n // c)) for n, c in zip(shape, chunks))))
+    grid = (range(-(-n // c)) for n, c in zip(shape, chunks, strict=True))
+    coords = list(itertools.product(*grid))
     decoded = np.zeros((len(coords), int(np.prod(chunks)) * a.dtype.itemsize), np.uint8)
     for r, cc in enumerate(coords):
         block = np.zeros(chunks, a.dtype)
-        part = a[tuple(slice(i * c, (i + 1) * c) for i, c in zip(cc, chunks))]
+        part = a[tuple(slice(i * c, (i + 1) * c) for i, c in zip(cc, chunks, strict=False))]
         block[tuple(slice(0, m) for m in part.shape)] = part
         decoded[r] = block.reshape(-1).view(np.uint8)
     expected = a[selection]
     rows, csel, osel = [], [], []
     for r, cc in enumerate(coords):
         per_dim = []
-        for d, (s, n, c) in enumerate(zip(selection, shape, chunks)):
+        for d, (s, n, c) in enumerate(zip(selection, shape, chunks, strict=False)):
             idx = np.arange(n)[s]
             pos = np.flatnonzero(idx // c == cc[d])
             if pos.size == 0:

@@ -13,14 +13,14 @@ from gds_zarr._device import gpu_status
 if not gpu_status().usable:  # zarr's GPU buffer module needs CuPy to even be imported
     pytest.skip(f"no usable GPU: {gpu_status().reason}", allow_module_level=True)
 
-import cupy as cp  # noqa: E402
-from zarr.abc.store import RangeByteRequest  # noqa: E402
-from zarr.core.buffer import gpu  # noqa: E402
-from zarr.testing.store import StoreTests  # noqa: E402
+import cupy as cp
+from zarr.abc.store import RangeByteRequest
+from zarr.core.buffer import gpu
+from zarr.testing.store import StoreTests
 
-import gds_zarr  # noqa: E402
-from gds_zarr.io import _gpu  # noqa: E402
-from gds_zarr.store import GDSStore  # noqa: E402
+import gds_zarr
+from gds_zarr.io import _gpu
+from gds_zarr.store import GDSStore
 
 PROTO = gpu.buffer_prototype
 

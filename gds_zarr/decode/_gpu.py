@@ -30,6 +30,7 @@ import functools
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -39,9 +40,51 @@ from gds_zarr.decode._base import BytesStep
 from gds_zarr.errors import ChunkDecodeError
 from gds_zarr.io._base import BatchRead
 
-__all__ = ["NvcompDecoder"]
+__all__ = ["GPUDecodeStats", "NvcompDecoder", "gpu_decode_stats"]
 
 log = logging.getLogger(__name__)
+
+
+
+@dataclass
+class GPUDecodeStats:
+    """Process-wide counters of what the GPU decoder did (thread safe), for tests and info.
+
+    Attributes
+    ----------
+    nvcomp_calls, nvcomp_chunks
+        ``Codec.decode`` batch calls made, and chunks they decoded.
+    device_chunks
+        Chunks that :meth:`NvcompDecoder.decode_batch` finished on the device (nvCOMP, crc32c
+        only, or raw bytes).
+    cpu_chunks
+        Chunks it decoded on the host instead (chains nvCOMP cannot run, inputs it must not be
+        given, or a batch nvCOMP refused).
+    nvcomp_failures
+        Batches nvCOMP raised for (each then decoded on the host).
+    """
+
+    nvcomp_calls: int = 0
+    nvcomp_chunks: int = 0
+    device_chunks: int = 0
+    cpu_chunks: int = 0
+    nvcomp_failures: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        with self._lock:
+            self.nvcomp_calls = self.nvcomp_chunks = self.device_chunks = 0
+            self.cpu_chunks = self.nvcomp_failures = 0
+
+    def add(self, **counts: int) -> None:
+        """Add ``counts`` to the named counters."""
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+
+gpu_decode_stats = GPUDecodeStats()
 
 _GPU_KINDS = frozenset({"zstd", "gzip", "zlib", "lz4", "crc32c"})
 _COMPRESSORS = {"zstd": "Zstd", "gzip": "Gzip", "zlib": "Deflate", "lz4": "LZ4"}
@@ -288,12 +331,15 @@ class NvcompDecoder:
         if not self.supports(steps):
             names = ", ".join(s.name for s in steps)
             log.debug("decoding %d chunks on the CPU: chain [%s] is not all-GPU", n, names)
+            gpu_decode_stats.add(cpu_chunks=n)
             return self._on_cpu(steps, data, starts, stops, decoded_nbytes, row_keys)
         try:
             out, cpu_rows = self._decode_gpu(steps, data, starts, stops, decoded_nbytes,
                                              row_keys)
         except _NvcompFailed:
+            gpu_decode_stats.add(cpu_chunks=n)
             return self._on_cpu(steps, data, starts, stops, decoded_nbytes, row_keys)
+        gpu_decode_stats.add(device_chunks=int(n - cpu_rows.sum()), cpu_chunks=int(cpu_rows.sum()))
         if cpu_rows.any():
             rows = np.flatnonzero(cpu_rows)
             log.debug("decoding %d of %d chunks on the CPU (valid input nvCOMP is not given)",
@@ -374,7 +420,7 @@ class NvcompDecoder:
         codec = self._codec(_COMPRESSORS[step.kind])
         try:
             align = int(codec.get_required_decompression_alignment()) or _ALIGN
-        except Exception:  # an nvCOMP without the query: its documented safe value
+        except Exception:  # noqa: BLE001 - an nvCOMP without the query: its documented safe value
             align = _ALIGN
         rows = np.flatnonzero(live)
         n = len(p.starts)
@@ -399,9 +445,11 @@ class NvcompDecoder:
                                      [expected] * len(rows), cuda_stream=stream))
             decoded = np.asarray(result.buffer_sizes, np.int64)  # waits for the decode
         except Exception as e:  # nvCOMP refused the batch (limits, formats it rejects)
+            gpu_decode_stats.add(nvcomp_failures=1)
             log.warning("nvCOMP %s failed on a batch of %d chunks (%s: %s); decoding it on the "
                         "CPU", step.name, len(rows), type(e).__name__, e)
             raise _NvcompFailed from e
+        gpu_decode_stats.add(nvcomp_calls=1, nvcomp_chunks=len(rows))
         bad = decoded != expected
         if bad.any():
             j = int(rows[np.flatnonzero(bad)[0]])

@@ -25,17 +25,54 @@ CuPy is imported only when :func:`scatter_chunks` runs.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from gds_zarr.planning.chunks import ScatterPlan
 
-__all__ = ["scatter_chunks"]
+__all__ = ["ScatterStats", "scatter_chunks", "scatter_stats"]
 
 _THREADS = 256
 _MAX_GRID_Y = 65535
+
+
+@dataclass
+class ScatterStats:
+    """Process-wide counters of :func:`scatter_chunks` (thread safe), for tests.
+
+    Attributes
+    ----------
+    calls
+        :func:`scatter_chunks` calls.
+    kernel_launches, kernel_units
+        Scatter kernel launches, and the (chunk, selection) units they copied.
+    general_copies
+        Chunks copied one at a time with CuPy indexing (selections that are not slices).
+    """
+
+    calls: int = 0
+    kernel_launches: int = 0
+    kernel_units: int = 0
+    general_copies: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        with self._lock:
+            self.calls = self.kernel_launches = self.kernel_units = self.general_copies = 0
+
+    def add(self, **counts: int) -> None:
+        """Add ``counts`` to the named counters."""
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+
+scatter_stats = ScatterStats()
 
 General = Sequence[tuple[int, Any, Any]]
 """``(row, chunk_selection, out_selection)`` per chunk copied with ``out[o] = chunk[c]``."""
@@ -228,8 +265,10 @@ def scatter_chunks(out: Any, decoded: Any, plan: ScatterPlan, *,
             grid_y = int(min(_MAX_GRID_Y, max(1, -(-int(total.max()) // _THREADS))))
             _kernel(itemsize)((n, grid_y), (_THREADS,),
                               (src, np.int64(row_stride), out, *tables, np.int32(len(shape))))
+            scatter_stats.add(kernel_launches=1, kernel_units=n)
     for row, csel, osel in general:
         out[osel] = chunk_of(int(row))[csel]
+    scatter_stats.add(calls=1, general_copies=len(general))
 
 
 def _units_as_general(plan: ScatterPlan) -> list[tuple[int, Any, Any]]:

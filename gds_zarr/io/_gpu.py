@@ -17,6 +17,7 @@ kvikio, CuPy and libcuda are imported only when a backend is first used.
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import stat
@@ -46,7 +47,7 @@ def handle_cache_limit() -> int:
 
 
 class _Entry:
-    __slots__ = ("handle", "ident", "refs", "evicted")
+    __slots__ = ("evicted", "handle", "ident", "refs")
 
     def __init__(self, handle: Any, ident: _Ident) -> None:
         self.handle, self.ident, self.refs, self.evicted = handle, ident, 0, False
@@ -131,23 +132,42 @@ class _HandleCache:
 _CACHE = _HandleCache()
 
 
-def _configure_kvikio(nreads: int, total: int) -> None:
-    """Set kvikio's thread count and task size from the settings or from the workload."""
-    import kvikio.defaults
+_KVIKIO_LOCK = threading.Lock()
 
+
+def _kvikio_threads() -> int:
+    """kvikio's thread count: the setting, else a fixed function of the cores.
+
+    It must not follow the batch: kvikio 26.10 rebuilds its whole thread pool whenever
+    ``thread_pool_nthreads`` changes (waiting for queued work), so a count that tracked each
+    batch's number of reads would tear the pool down and rebuild it on almost every batch.
+    """
     threads = int(settings.get("kvikio_threads"))
-    task = int(settings.get("kvikio_task_size"))
     if threads == 0:
         # kvikio's default of 1 thread serialises everything; hot-cache reads want ~8+.
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 8
-        threads = max(8, min(64, 2 * cores, nreads))
+        threads = max(8, min(64, 2 * cores))
+    return threads
+
+
+def _configure_kvikio(nreads: int, total: int) -> None:
+    """Set kvikio's thread count and task size from the settings or from the workload.
+
+    ``kvikio.defaults.set(dict)`` applies at once (it returns a context manager that is only
+    needed to undo); ``"num_threads"`` is kvikio's alias of ``"thread_pool_nthreads"``.
+    """
+    import kvikio.defaults
+
+    threads = _kvikio_threads()
+    task = int(settings.get("kvikio_task_size"))
     if task == 0:
         # Split big reads across the threads, but keep tasks >= 1 MiB so each stays efficient.
         task = int(min(16 << 20, max(1 << 20, total // max(1, threads))))
-    want = {"num_threads": threads, "task_size": task}
-    current = {k: kvikio.defaults.get(k) for k in want}
-    if current != want:
-        kvikio.defaults.set(want)
+    with _KVIKIO_LOCK:  # concurrent batches (dask workers, threads) must not interleave sets
+        if kvikio.defaults.get("num_threads") != threads:
+            kvikio.defaults.set({"num_threads": threads})
+        if kvikio.defaults.get("task_size") != task:
+            kvikio.defaults.set({"task_size": task})
 
 
 def _ident(st: os.stat_result) -> _Ident:
@@ -219,12 +239,16 @@ class KvikioIOBackend:
         opened = 0
         if plan.nreads:
             _configure_kvikio(plan.nreads, plan.total_size)
+            # CuPy's pool may hand out a block that kernels queued on this thread's stream still
+            # read (a previous batch, freed); kvikio writes from its own threads and, with real
+            # GDS, through the cuFile driver, outside stream order: wait for that work first.
+            cp.cuda.get_current_stream().synchronize()
             rf = plan.read_file
             # Files in windows of at most the cache bound: never more handles open at once.
             first = np.flatnonzero(np.r_[True, rf[1:] != rf[:-1]])
             window = handle_cache_limit()
             bounds = np.append(first[::window], plan.nreads).tolist()
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            for a, b in itertools.pairwise(bounds):
                 opened += self._read_window(plan, a, b, stated, files, data)
         with self._stats_lock:
             self.stats.files_opened += opened
@@ -290,6 +314,10 @@ class KvikioIOBackend:
         arr = cp.asarray(data).view(cp.uint8).reshape(-1) if hasattr(
             data, "__cuda_array_interface__") else np.asarray(data).view(np.uint8).reshape(-1)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        if isinstance(arr, cp.ndarray):
+            # Kernels or copies still queued on this thread's stream may be filling ``arr``;
+            # kvikio reads it from its own threads (or cuFile DMA), outside stream order.
+            cp.cuda.get_current_stream().synchronize()
         tmp = temp_path_for(path)
         try:
             f = kvikio.CuFile(tmp, "w")

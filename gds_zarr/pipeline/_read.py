@@ -8,6 +8,8 @@ so that encoded plus decoded bytes in flight stay under the ``memory_budget`` se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -57,8 +59,8 @@ def _check_specs(batch_info: BatchInfo) -> Any:
     for _, s, *_ in batch_info:
         # zarr 3.4 passes one shared spec for regular grids; 3.1 builds equal ones per chunk.
         if s is not spec and (s.shape != spec.shape or s.dtype != spec.dtype
-                              or s.fill_value != spec.fill_value and not _both_nan(
-                                  s.fill_value, spec.fill_value)):
+                              or (s.fill_value != spec.fill_value and not _both_nan(
+                                  s.fill_value, spec.fill_value))):
             raise Unhandled("chunks of one read have different specs (irregular grid)")
     return spec
 
@@ -80,20 +82,25 @@ def _xp(device: str) -> Any:
 
 def _decoder(device: Literal["cpu", "gpu"], plan: ChainPlan) -> tuple[Any, Literal["cpu", "gpu"]]:
     """The decoder for ``plan`` and where its input must be (GPU falls back to the CPU)."""
+    from gds_zarr._device import resolve_device
     from gds_zarr.decode._cpu import CpuDecoder
 
-    from gds_zarr._device import resolve_device
-
     if device == "gpu" and resolve_device() == "gpu":
-        try:
-            from gds_zarr.decode._gpu import NvcompDecoder
-        except ImportError:
-            NvcompDecoder = None
-        if NvcompDecoder is not None:
-            gpu = NvcompDecoder()
-            if gpu.supports(plan.steps):
-                return gpu, "gpu"
+        gpu = _nvcomp_decoder()
+        if gpu is not None and gpu.supports(plan.steps):
+            return gpu, "gpu"
     return CpuDecoder(), "cpu"
+
+
+@functools.cache
+def _nvcomp_decoder() -> Any:
+    """The process's GPU decoder, or None without one. Shared: its ``nvcomp.Codec`` objects
+    (kept per thread and stream) are costly to make, so they must outlive a single read."""
+    try:
+        from gds_zarr.decode._gpu import NvcompDecoder
+    except ImportError:
+        return None
+    return NvcompDecoder()
 
 
 async def fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
@@ -139,7 +146,22 @@ async def fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
                   outer_present, device)
     for t, sel, shape_info in finish:  # shard outputs into ``out``, as zarr's sharding does
         _finish_shard(out_arr, targets[t], sel, shape_info, drop_axes)
+    if device == "gpu":
+        _gpu_sync()  # fills and shard copies queued in this thread: done before zarr returns
     return outer_present.tolist()
+
+
+def _gpu_sync() -> None:
+    """Wait for the work queued on this thread's current CuPy stream.
+
+    Batches decode in worker threads; with CuPy's per-thread default streams
+    (``CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1``) or a caller's own stream, their kernels are not
+    ordered with the caller's later use of ``out``, nor with kvikio's writes into recycled pool
+    blocks. One synchronize per batch is cheap next to a batch's work.
+    """
+    import cupy
+
+    cupy.cuda.get_current_stream().synchronize()
 
 
 async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[np.ndarray],
@@ -208,6 +230,8 @@ def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: Bat
             rows = _xp(device).asarray(rows)  # CPU-decoded codecs, moved per batch
         stats.add(chunks_decoded=len(rows_idx))
         _scatter(plan, units, b[rows_idx], rows, targets, drop_axes, device)
+        if device == "gpu":
+            _gpu_sync()
     finally:
         stats.stage(-decoded_bytes)
 
@@ -215,8 +239,11 @@ def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: Bat
 def _scatter(plan: ChainPlan, units: ReadUnits, us: np.ndarray, rows: Any,
              targets: list[Any], drop_axes: tuple[int, ...], device: str) -> None:
     """Copy decoded chunk ``j`` (unit ``us[j]``) into its target."""
-    if device == "gpu" and not drop_axes and _gpu_scatter(plan, units, us, rows, targets):
-        return
+    if device == "gpu":
+        if not drop_axes and _gpu_scatter(plan, units, us, rows, targets):
+            return
+        # CuPy has no non-native byte orders: the views below need native rows.
+        plan, rows = native_rows(plan, rows)
     to_chunk = plan.array.to_chunk
     chunk_sel, out_sel, target = units.chunk_sel, units.out_sel, units.target
     for j, u in enumerate(us.tolist()):
@@ -287,8 +314,9 @@ def chunk_axes_shape(plan: ChainPlan) -> tuple[int, ...]:
 def scatter_args(plan: ChainPlan, rows: Any, dtype: Any) -> tuple[Any, tuple[int, ...]]:
     """``(decoded, chunk_strides)`` for ``scatter_chunks``: uint8 rows in ``dtype``'s byte
     order, and the item strides of a decoded chunk in the chunk's axes."""
+    plan, rows = native_rows(plan, rows)
     a = plan.array
-    if a.stored_dtype != np.dtype(dtype):  # byte-swapped storage: swap once, on the device
+    if a.stored_dtype != np.dtype(dtype):
         n = rows.shape[0]
         rows = rows.view(a.stored_dtype).astype(dtype).view(np.uint8).reshape(n, -1)
     shape = a.stored_shape
@@ -299,6 +327,29 @@ def scatter_args(plan: ChainPlan, rows: Any, dtype: Any) -> tuple[Any, tuple[int
             else strides[d - 1] * shape[d - 1]
     axes = a.axes if a.axes is not None else tuple(range(len(shape)))
     return rows, tuple(strides[i] for i in axes)
+
+
+def native_rows(plan: ChainPlan, rows: Any) -> tuple[ChainPlan, Any]:
+    """Byte-swap decoded uint8 rows stored in a non-native byte order; the plan to match.
+
+    CuPy refuses non-native dtypes (``ValueError: Unsupported dtype >i4 with big-endian
+    byte-order``), so the swap is done on the uint8 rows: reverse each element's bytes (each
+    component's, for complex types). Works on numpy and CuPy rows alike.
+
+    Returns
+    -------
+    (ChainPlan, array)
+        ``plan`` with a native ``stored_dtype`` and the swapped rows, or both unchanged.
+    """
+    a = plan.array
+    if a.stored_dtype.isnative:
+        return plan, rows
+    n = rows.shape[0]
+    unit = a.stored_dtype.itemsize // (2 if a.stored_dtype.kind == "c" else 1)
+    width = int(rows.shape[1])
+    swapped = rows.reshape(n, width // unit, unit)[:, :, ::-1].copy(order="C").reshape(n, width)
+    native = dataclasses.replace(a, stored_dtype=a.stored_dtype.newbyteorder("="))
+    return dataclasses.replace(plan, array=native), swapped
 
 
 def _check_inner_sizes(units: ReadUnits, b: np.ndarray, batch: BatchRead) -> None:
@@ -326,8 +377,8 @@ def _shard_grid(shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> A
 
 async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys: list[str],
                        out_arr: Any, fill: Any, targets: list[Any], outer_present: np.ndarray,
-                       drop_axes: tuple[int, ...]) -> tuple[ReadUnits, np.ndarray, list[tuple[int, Any,
-                                                                                    Any]]]:
+                       drop_axes: tuple[int, ...]
+                       ) -> tuple[ReadUnits, np.ndarray, list[tuple[int, Any, Any]]]:
     """Read every shard index in one batch and turn the needed inner chunks into units."""
     from zarr.core.indexing import get_indexer
 
