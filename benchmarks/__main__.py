@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.cases import ALL_CASES, BenchConfig
+from benchmarks.cases import ALL_CASES, FAMILIES, BenchConfig
 from benchmarks.readers import READERS
 
 __all__ = ["main", "parser"]
@@ -16,6 +16,17 @@ __all__ = ["main", "parser"]
 
 def _names(text: str) -> list[str]:
     return [n.strip() for part in text.split(",") for n in part.split() if n.strip()]
+
+
+def _edges(text: str) -> tuple[int, ...]:
+    try:
+        edges = tuple(int(n) for n in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not edges or min(edges) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive edges, got {text!r}")
+    return edges
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                    help="results directory (default benchmarks/results)")
     p.add_argument("--cases", type=_names, default=[],
-                   help=f"comma-separated subset of: {', '.join(ALL_CASES)}")
+                   help=f"comma-separated subset of: {', '.join(ALL_CASES)}; or a family: "
+                        f"{', '.join(FAMILIES)} (all its chunk-<size>-... members)")
     p.add_argument("--readers", type=_names, default=[],
                    help=f"comma-separated subset of: {', '.join(READERS)}")
     p.add_argument("--repeat", type=int, default=None,
@@ -48,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--store-files", type=int, default=None, help="files of the store case (4096)")
     p.add_argument("--store-file-bytes", type=int, default=None,
                    help="bytes per file of the store case (16384)")
+    p.add_argument("--chunk-edges", type=_edges, default=None,
+                   help="inner-chunk edges of the chunk-sizes family "
+                        "(default 64,128,256,512,1024; quick 64,256)")
     p.add_argument("--case-timeout", type=float, default=None,
                    help="seconds one reader may spend on one case (default 600, quick 120)")
     return p
@@ -58,6 +73,7 @@ def config_from_args(a: argparse.Namespace) -> BenchConfig:
     overrides = {k: v for k, v in {
         "repeat": a.repeat, "size": a.size, "windows": a.windows, "store_files": a.store_files,
         "store_file_bytes": a.store_file_bytes, "case_timeout_s": a.case_timeout,
+        "chunk_edges": a.chunk_edges,
     }.items() if v is not None}
     overrides["cold"] = a.cold
     return BenchConfig.quick_defaults(**overrides) if a.quick else BenchConfig(**overrides)

@@ -24,7 +24,7 @@ from benchmarks.memory import DeviceMemoryTracker, MemoryProbe
 from benchmarks.readers import NotApplicable, Reader, make_reader
 from benchmarks.store_batched import check_store_values, read_all
 
-__all__ = ["run_case", "main"]
+__all__ = ["main", "run_case"]
 
 _CONFIG_KEYS = ("codec_pipeline.path", "buffer", "ndbuffer", "codec_pipeline.strict")
 
@@ -75,7 +75,7 @@ def run_case(reader: Reader, case: Case, cfg: BenchConfig, path: Path,
                     _array_reader(reader, case, path, sync)
             except NotApplicable:
                 raise
-            except Exception as e:  # the peer cannot open this array: a codec it lacks
+            except Exception as e:  # noqa: BLE001 - the peer cannot open this array: a codec it lacks
                 return {**rec, "status": f"unsupported: {_short(e)}"}
             _maybe_drop(files)
             err = once(True)
@@ -92,7 +92,7 @@ def run_case(reader: Reader, case: Case, cfg: BenchConfig, path: Path,
                 once(False)
     except NotApplicable as e:
         return {**rec, "status": f"n/a: {e}"}
-    except Exception as e:  # a peer failing on a case is a result, not a crash of the run
+    except Exception as e:  # noqa: BLE001 - a peer failing on a case is a result, not a crash of the run
         return {**rec, "status": f"failed: {_short(e)}"}
     after = _zarr_config()
     if after != before:

@@ -18,9 +18,11 @@ from benchmarks.datasets import DatasetSpec
 
 __all__ = [
     "ALL_CASES",
+    "FAMILIES",
     "BenchConfig",
     "Case",
     "build_cases",
+    "chunk_label",
     "chunks_touched",
     "gb_per_s",
     "select_cases",
@@ -42,6 +44,13 @@ ALL_CASES = (
     "gpu-large-128MiB",
     "gpu-large-256MiB",
 )
+
+#: Case families: one name selects every member the configuration has (members are named
+#: ``chunk-<size>-<sharded|unsharded>[-windows]``, e.g. ``chunk-64KiB-sharded-windows``).
+FAMILIES = ("chunk-sizes",)
+
+#: The four series of the ``chunk-sizes`` family, in report order.
+CHUNK_SERIES = ("sharded", "unsharded", "sharded-windows", "unsharded-windows")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,9 @@ class BenchConfig:
         ``scale_chunk_len`` elements, ``scale_shard_chunks`` inner chunks per shard.
     gpu_large_mib, gpu_large_total_mib
         GPU large-chunk cases: chunk sizes (MiB) and the array size (MiB) of each.
+    chunk_edges
+        ``chunk-sizes`` family: edges of the square float32 inner chunks (64 -> 16 KiB,
+        1024 -> 4 MiB), each stored sharded (shards of ``size`` x ``size/4``) and unsharded.
     case_timeout_s
         A reader still busy with one case after this long is stopped; the case says so.
     seed
@@ -89,6 +101,7 @@ class BenchConfig:
     scale_shard_chunks: int = 1 << 14
     gpu_large_mib: tuple[int, ...] = (8, 128, 256)
     gpu_large_total_mib: int = 1024
+    chunk_edges: tuple[int, ...] = (64, 128, 256, 512, 1024)
     case_timeout_s: float = 600.0
     seed: int = 0
 
@@ -98,7 +111,8 @@ class BenchConfig:
         base: dict[str, Any] = dict(quick=True, size=1024, repeat=3, windows=25,
                                     codecs=("lz4", "none"), scale_chunks=1 << 16,
                                     scale_shard_chunks=1 << 12, gpu_large_mib=(8, 128),
-                                    gpu_large_total_mib=256, case_timeout_s=120.0)
+                                    gpu_large_total_mib=256, chunk_edges=(64, 256),
+                                    case_timeout_s=120.0)
         base.update(overrides)
         return cls(**base)
 
@@ -137,6 +151,13 @@ class Case:
         Skipped unless the device is a GPU.
     store
         The store case (``get_partial_values`` of every file in one call).
+    family
+        The family the case belongs to (``"chunk-sizes"``), or ``""``.
+    series
+        Within a family: which curve the case is a point of (one of :data:`CHUNK_SERIES`).
+    chunk_nbytes
+        Decoded bytes of one (inner) chunk of an array case; 0 for the store case.
+        ``chunks * chunk_nbytes / nbytes`` is the read amplification.
     """
 
     name: str
@@ -147,6 +168,23 @@ class Case:
     description: str
     gpu_only: bool = False
     store: bool = False
+    family: str = ""
+    series: str = ""
+    chunk_nbytes: int = 0
+
+    @property
+    def amplification(self) -> float:
+        """Bytes decoded per byte returned (1.0 for chunk-aligned whole-array reads)."""
+        return self.chunks * self.chunk_nbytes / self.nbytes if self.chunk_nbytes else 1.0
+
+
+def chunk_label(nbytes: int) -> str:
+    """``16KiB``, ``1MiB``: a power-of-two-ish byte count for case names and tables."""
+    if nbytes >= 1 << 20 and nbytes % (1 << 20) == 0:
+        return f"{nbytes >> 20}MiB"
+    if nbytes >= 1 << 10 and nbytes % (1 << 10) == 0:
+        return f"{nbytes >> 10}KiB"
+    return f"{nbytes}B"
 
 
 def chunks_touched(selection: tuple[slice, ...], chunks: tuple[int, ...]) -> int:
@@ -158,10 +196,11 @@ def chunks_touched(selection: tuple[slice, ...], chunks: tuple[int, ...]) -> int
     return n
 
 
-def _whole(spec: DatasetSpec, description: str, name: str, gpu_only: bool = False) -> Case:
+def _whole(spec: DatasetSpec, description: str, name: str, gpu_only: bool = False,
+           **extra: Any) -> Case:
     sel = tuple(slice(0, n) for n in spec.shape)
     return Case(name, spec, (sel,), chunks_touched(sel, spec.chunks), spec.nbytes, description,
-                gpu_only=gpu_only)
+                gpu_only=gpu_only, chunk_nbytes=math.prod(spec.chunks) * 4, **extra)
 
 
 def build_cases(cfg: BenchConfig) -> dict[str, Case]:
@@ -189,18 +228,69 @@ def build_cases(cfg: BenchConfig) -> dict[str, Case]:
     cases.append(_store_case(cfg))
     cases.append(_scale_case(cfg))
     cases += [_gpu_large(cfg, mib) for mib in cfg.gpu_large_mib]
+    cases += _chunk_sizes(cfg, {"small": inner, "large": big})
     return {c.name: c for c in cases}
 
 
-def _partial(cfg: BenchConfig, sharded: DatasetSpec) -> Case:
+def _windows(cfg: BenchConfig) -> tuple[tuple[slice, ...], ...]:
+    """The random windows every partial-read case reads (the same ones, seed ``seed + 1``)."""
     w = min(cfg.window, cfg.size)
     starts = np.random.default_rng(cfg.seed + 1).integers(0, cfg.size - w + 1,
                                                            size=(cfg.windows, 2))
-    sels = tuple((slice(int(a), int(a) + w), slice(int(b), int(b) + w)) for a, b in starts)
-    chunks = sum(chunks_touched(s, sharded.chunks) for s in sels)
-    return Case("partial-reads", sharded, sels, chunks, cfg.windows * w * w * 4,
-                f"{cfg.windows} random {w}x{w} windows (seed {cfg.seed + 1}) of the sharded "
-                "array, read one after the other")
+    return tuple((slice(int(a), int(a) + w), slice(int(b), int(b) + w)) for a, b in starts)
+
+
+def _windowed(cfg: BenchConfig, spec: DatasetSpec, name: str, description: str,
+              **extra: Any) -> Case:
+    sels = _windows(cfg)
+    w = sels[0][0].stop - sels[0][0].start
+    chunks = sum(chunks_touched(s, spec.chunks) for s in sels)
+    return Case(name, spec, sels, chunks, len(sels) * w * w * 4,
+                f"{len(sels)} random {w}x{w} windows (seed {cfg.seed + 1}) of {description}, "
+                "read one after the other", chunk_nbytes=math.prod(spec.chunks) * 4, **extra)
+
+
+def _partial(cfg: BenchConfig, sharded: DatasetSpec) -> Case:
+    return _windowed(cfg, sharded, "partial-reads", "the sharded array")
+
+
+def chunk_shard_shape(size: int, edge: int) -> tuple[int, int]:
+    """Shard shape of the ``chunk-sizes`` family: ``size`` x ``size/4``, whole inner chunks.
+
+    A quarter of the array per shard: 16 MiB decoded (~8 MiB zstd) at 4096x4096. The guide's
+    64 MiB shard would be the whole 64 MiB array, leaving readers that parallelise over shards
+    a single unit of work; four shards keep that parallelism while each shard still holds
+    from 4 (4 MiB chunks) to 1024 (16 KiB chunks) inner chunks.
+    """
+    cols = max(edge, (size // 4) // edge * edge)
+    return (size, cols)
+
+
+def _chunk_sizes(cfg: BenchConfig, shared: dict[str, int]) -> list[Case]:
+    """The ``chunk-sizes`` family: one array at every inner-chunk size, sharded or not,
+    read whole and through the partial-read windows."""
+    n = cfg.size
+    cases: list[Case] = []
+    for edge in dict.fromkeys(min(e, n) for e in cfg.chunk_edges):
+        label = chunk_label(edge * edge * 4)
+        shard = chunk_shard_shape(n, edge)
+        # Reuse the small-/large-chunk datasets where identical: same spec, same directory.
+        kind = next((k for k, e in shared.items() if e == edge), f"chunks{edge}")
+        plain = DatasetSpec(f"{kind}-zstd-{n}", (n, n), (edge, edge), None, "zstd",
+                            seed=cfg.seed)
+        sharded = DatasetSpec(f"shards{shard[0]}x{shard[1]}-of-{edge}-zstd-{n}", (n, n),
+                              (edge, edge), shard, "zstd", seed=cfg.seed)
+        what = {
+            "sharded": (sharded, f"{n}x{n} float32, {shard[0]}x{shard[1]} shards of "
+                                 f"{edge}x{edge} ({label}) inner chunks, zstd-3"),
+            "unsharded": (plain, f"{n}x{n} float32, {edge}x{edge} ({label}) chunks, zstd-3"),
+        }
+        for layout, (spec, text) in what.items():
+            name = f"chunk-{label}-{layout}"
+            cases.append(_whole(spec, text, name, family="chunk-sizes", series=layout))
+            cases.append(_windowed(cfg, spec, f"{name}-windows", text, family="chunk-sizes",
+                                   series=f"{layout}-windows"))
+    return cases
 
 
 def _store_case(cfg: BenchConfig) -> Case:
@@ -231,12 +321,22 @@ def _gpu_large(cfg: BenchConfig, mib: int) -> Case:
 
 
 def select_cases(all_cases: dict[str, Case], names: list[str] | None) -> list[Case]:
-    """The cases named (all of them for None), in report order; unknown names raise."""
+    """The cases named (all of them for None), in report order; unknown names raise.
+
+    A family name (:data:`FAMILIES`) selects all its members in this configuration; a
+    member can also be named on its own.
+    """
     if not names:
         return list(all_cases.values())
-    unknown = [n for n in names if n not in ALL_CASES]
+    members = [c.name for c in all_cases.values() if c.family]
+    unknown = [n for n in names if n not in ALL_CASES and n not in FAMILIES
+               and n not in members]
     if unknown:
-        raise ValueError(f"unknown case(s) {unknown}; known: {', '.join(ALL_CASES)}")
+        raise ValueError(f"unknown case(s) {unknown}; known: {', '.join(ALL_CASES)}, and the "
+                         f"families {', '.join(FAMILIES)} (members: {', '.join(members)})")
+    names = [c.name for n in names
+             for c in (all_cases.values() if n in FAMILIES else ())
+             if c.family == n] + [n for n in names if n not in FAMILIES]
     missing = [n for n in names if n not in all_cases]
     if missing:
         raise ValueError(f"case(s) {missing} are not in this configuration (codecs "

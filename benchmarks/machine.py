@@ -11,8 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cpu_model", "gpu_name", "machine_slug", "measure_h2d", "measure_kvikio_read",
-           "versions"]
+__all__ = ["cpu_model", "gpu_name", "load_average", "machine_slug", "measure_h2d",
+           "measure_kvikio_read", "versions"]
 
 _DISTS = ("gds-zarr", "zarr", "numcodecs", "numpy", "zarrs", "tensorstore", "cupy-cuda12x",
           "cupy-cuda13x", "kvikio-cu12", "kvikio-cu13", "nvidia-nvcomp-cu12",
@@ -38,6 +38,18 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages as ``"1.26 / 1.35 / 1.69"`` (``"n/a"`` if unknown).
+
+    Recorded at the start and end of a run: on a shared machine they say how much of the
+    CPU other work took while the timings were taken.
+    """
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except (AttributeError, OSError):  # pragma: no cover - non-Unix
+        return "n/a"
+
+
 def gpu_name() -> str | None:
     """Name of CUDA device 0, or None without a usable GPU (CuPy imported only here)."""
     try:
@@ -45,7 +57,7 @@ def gpu_name() -> str | None:
 
         name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
         return name.decode() if isinstance(name, bytes) else str(name)
-    except Exception:
+    except Exception:  # noqa: BLE001 - no GPU, no CuPy, or no driver: no GPU name
         return None
 
 
@@ -98,7 +110,7 @@ def measure_kvikio_read(path: Path, repeat: int = 3) -> dict[str, Any] | None:
         import cupy
         import kvikio
         import kvikio.defaults
-    except Exception:
+    except Exception:  # noqa: BLE001 - the GPU libraries fail to load: nothing to measure
         return None
     nbytes = path.stat().st_size
     buf = cupy.empty((nbytes,), dtype="uint8")

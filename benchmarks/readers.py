@@ -54,7 +54,7 @@ class Reader:
                 return f"not installed ({self.install or 'pip install ' + module})"
         try:
             self.check()
-        except Exception as e:  # any import-time failure of an optional library
+        except Exception as e:  # noqa: BLE001 - any import-time failure of an optional library
             return f"not available: {type(e).__name__}: {e}"
         return None
 

@@ -98,6 +98,8 @@ def run(cfg: BenchConfig, *, device: str = "auto", data_dir: Path | None = None,
     skipped = [c.name for c in cases if c.gpu_only and dev != "gpu"]
     cases = [c for c in cases if c.name not in skipped]
 
+    load_start = machine.load_average()
+    log(f"load average (1 / 5 / 15 min): {load_start}")
     data = Path(data_dir) if data_dir else _default_data_dir()
     data.mkdir(parents=True, exist_ok=True)
     paths = _datasets(cases, data, log)
@@ -108,6 +110,8 @@ def run(cfg: BenchConfig, *, device: str = "auto", data_dir: Path | None = None,
         for name in readers:
             log(f"reader {name}")
             records += _run_reader(name, dev, cfg, cases, paths, Path(tmp), log)
+    load_end = machine.load_average()
+    log(f"load average (1 / 5 / 15 min): {load_end}")
     add_derived(records, all_cases)
     records.sort(key=lambda r: ([c.name for c in cases].index(r["case"]),
                                 readers.index(r["reader"])))
@@ -126,6 +130,8 @@ def run(cfg: BenchConfig, *, device: str = "auto", data_dir: Path | None = None,
                                + (f", GPU {gpu}" if gpu else ", no GPU"),
                     "device": dev, "mode": label, "cache": cache,
                     "repetitions": f"1 warm-up + {cfg.repeat} timed",
+                    "load average": f"{load_start} at the start, {load_end} at the end "
+                                    f"(1 / 5 / 15 min; {machine.cores()} cores)",
                     "data": str(data)},
         "versions": machine.versions(), "cases": [c.name for c in cases], "repeat": cfg.repeat,
         "skipped": (", ".join(skipped) + " (GPU-only cases; device is cpu)") if skipped else "",
@@ -250,7 +256,7 @@ def _log_record(rec: dict[str, Any], cases: list[Case], log: Callable[[str], Non
     t = rec.get("median_s")
     if t:
         case = next(c for c in cases if c.name == rec["case"])
-        log(f"  {rec['case']:<26} {t:9.4f} s  {gb_per_s(case.nbytes, t):8.3f} GB/s  "
+        log(f"  {rec['case']:<30} {t:9.4f} s  {gb_per_s(case.nbytes, t):8.3f} GB/s  "
             f"{case.chunks / t:12,.0f} chunks/s")
     else:
-        log(f"  {rec['case']:<26} {rec['status']}")
+        log(f"  {rec['case']:<30} {rec['status']}")

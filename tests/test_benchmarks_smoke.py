@@ -23,8 +23,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.cases import ALL_CASES, BenchConfig, build_cases, chunks_touched  # noqa: E402
-from benchmarks.datasets import (  # noqa: E402
+from benchmarks.cases import (
+    ALL_CASES,
+    BenchConfig,
+    build_cases,
+    chunk_shard_shape,
+    chunks_touched,
+    select_cases,
+)
+from benchmarks.datasets import (
     DatasetSpec,
     check_values,
     drop_page_cache,
@@ -32,10 +39,14 @@ from benchmarks.datasets import (  # noqa: E402
     files_of,
     make_data,
 )
-from benchmarks.readers import READERS, make_reader  # noqa: E402
+from benchmarks.readers import READERS, make_reader
 
 TINY = ["--quick", "--size", "128", "--windows", "3", "--store-files", "16",
-        "--store-file-bytes", "4096", "--repeat", "1", "--device", "cpu"]
+        "--store-file-bytes", "4096", "--repeat", "1", "--device", "cpu",
+        "--chunk-edges", "32,64"]
+#: The chunk-sizes family members of the TINY run: 4 KiB and 16 KiB inner chunks.
+TINY_FAMILY = [f"chunk-{size}-{series}" for size in ("4KiB", "16KiB")
+               for series in ("sharded", "sharded-windows", "unsharded", "unsharded-windows")]
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +82,13 @@ def test_quick_mode_writes_a_table(tiny_run: tuple[subprocess.CompletedProcess[s
 
 def test_every_case_and_reader_has_a_record(tiny_run: tuple[subprocess.CompletedProcess[str],
                                                             Path]) -> None:
-    proc, out = tiny_run
+    _proc, out = tiny_run
     data = json.loads(next(out.glob("*.json")).read_text())
     records = data["results"]
-    cpu_cases = [c for c in ALL_CASES if c in data["meta"]["cases"]]
+    cpu_cases = data["meta"]["cases"]
     assert cpu_cases == ["small-chunks", "large-chunks", "sharded", "partial-reads",
-                         "codec-lz4", "codec-none", "store-get-partial-values"]
+                         "codec-lz4", "codec-none", "store-get-partial-values", *TINY_FAMILY]
+    assert set(cpu_cases) - set(TINY_FAMILY) <= set(ALL_CASES)
     pairs = {(r["case"], r["reader"]) for r in records}
     assert pairs == {(c, r) for c in cpu_cases
                      for r in ("gds_zarr", "zarr", "zarrs", "tensorstore", "kvikio")}
@@ -109,6 +121,104 @@ def test_ratio_column_is_relative_to_gds_zarr(tiny_run: tuple[subprocess.Complet
             assert r["vs_gds_zarr"] == pytest.approx(r["median_s"] / base["median_s"])
         elif r.get("median_s"):
             assert r["vs_gds_zarr"] is None
+
+
+def test_chunk_sizes_family_is_reported(tiny_run: tuple[subprocess.CompletedProcess[str],
+                                                         Path]) -> None:
+    """The family gets its own tables (readers by inner-chunk size) and its own figure."""
+    _, out = tiny_run
+    text = next(out.glob("*_cpu_quick.md")).read_text()
+    family = text.split("## Throughput against inner-chunk size (`chunk-sizes`)")[1]
+    for title in ("sharded, whole array", "unsharded, whole array", "sharded, random windows",
+                  "unsharded, random windows"):
+        assert f"### {title}" in family
+    assert family.count("| reader | 4KiB | 16KiB |") == 4
+    assert family.count("| *amplification* |") == 2  # the windows tables only
+    assert "| kvikio |" not in family  # GPU readers: one sentence above, not rows
+    zarr_rows = [line for line in family.splitlines() if line.startswith("| zarr |")]
+    assert len(zarr_rows) == 4 and all(line.count("(") == 2 for line in zarr_rows)
+    records = json.loads(next(out.glob("*.json")).read_text())["results"]
+    for r in records:
+        if r["case"] in TINY_FAMILY and r.get("median_s"):
+            assert r["us_per_chunk"] == pytest.approx(r["median_s"] / r["chunks"] * 1e6)
+            assert r["amplification"] >= 1.0
+            assert r["chunk_nbytes"] == (4096 if "4KiB" in r["case"] else 16384)
+    # Bar plot without the family, plus the family's own figure (or why not).
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(pngs) in (0, 2), pngs
+    assert not pngs or pngs[1].endswith("_quick_chunk-sizes.png")
+
+
+def test_combine_takes_the_median_of_runs(tiny_run: tuple[subprocess.CompletedProcess[str],
+                                                           Path], tmp_path: Path) -> None:
+    from benchmarks.combine import combine
+
+    _, out = tiny_run
+    run = next(out.glob("*.json"))
+    data = json.loads(run.read_text())
+    # A second and third "run": every median doubled, then tripled.
+    others = []
+    for k in (2, 3):
+        scaled = {**data, "results": [{**r, "median_s": r["median_s"] * k} if r.get("median_s")
+                                      else r for r in data["results"]]}
+        others.append(tmp_path / f"run{k}.json")
+        others[-1].write_text(json.dumps(scaled))
+    text = combine([run, *others])
+    assert "# Combined: median of 3 runs' medians" in text
+    assert "load average" in text and "at the start" in text
+    zr = next(r for r in data["results"] if r["case"] == "sharded" and r["reader"] == "zarr")
+    row = next(line for line in text.splitlines() if line.startswith("| sharded | zarr |"))
+    assert f"| {2 * zr['median_s']:.4f} |" in row  # the middle of t, 2t, 3t
+    assert "| 3.00 |" in row  # max/min
+    assert "### sharded, random windows" in text
+    bad = {**data, "meta": {**data["meta"], "config": {**data["meta"]["config"], "size": 1}}}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="different configuration"):
+        combine([run, tmp_path / "bad.json"])
+
+
+def test_chunk_sizes_family_cases() -> None:
+    cases = build_cases(BenchConfig())
+    family = select_cases(cases, ["chunk-sizes"])
+    assert len(family) == 20
+    assert [c.name for c in family[:4]] == ["chunk-16KiB-sharded", "chunk-16KiB-sharded-windows",
+                                            "chunk-16KiB-unsharded",
+                                            "chunk-16KiB-unsharded-windows"]
+    assert [c.chunk_nbytes for c in family[::4]] == [16 << 10, 64 << 10, 256 << 10, 1 << 20,
+                                                     4 << 20]
+    for c in family:
+        assert c.dataset.shape == (4096, 4096) and c.dataset.codec == "zstd"
+        if "-sharded" in c.name:
+            assert c.dataset.shards == (4096, 1024)
+        else:
+            assert c.dataset.shards is None
+        if c.name.endswith("-windows"):
+            # The same windows as the partial-read case, whatever the chunk size.
+            assert c.selections == cases["partial-reads"].selections
+            assert c.amplification == pytest.approx(c.chunks * c.chunk_nbytes / c.nbytes)
+        else:
+            assert c.amplification == 1.0 and c.nbytes == 4096 * 4096 * 4
+    by = {c.name: c for c in family}
+    # The 4 MiB windows decode ~24x what they return; 16 KiB ones ~1.6x.
+    assert by["chunk-4MiB-sharded-windows"].amplification > 20
+    assert by["chunk-16KiB-sharded-windows"].amplification < 2
+    # Identical unsharded datasets are shared with the small- and large-chunk cases.
+    assert by["chunk-16KiB-unsharded"].dataset == cases["small-chunks"].dataset
+    assert by["chunk-4MiB-unsharded"].dataset == cases["large-chunks"].dataset
+    # A member is selectable on its own; unknown names still fail.
+    assert [c.name for c in select_cases(cases, ["chunk-1MiB-sharded"])] == [
+        "chunk-1MiB-sharded"]
+    with pytest.raises(ValueError, match="unknown case"):
+        select_cases(cases, ["chunk-3KiB-sharded"])
+    quick = select_cases(build_cases(BenchConfig.quick_defaults()), ["chunk-sizes"])
+    assert {c.chunk_nbytes for c in quick} == {16 << 10, 256 << 10}
+
+
+def test_chunk_shard_shape() -> None:
+    assert chunk_shard_shape(4096, 64) == (4096, 1024)
+    assert chunk_shard_shape(4096, 1024) == (4096, 1024)
+    assert chunk_shard_shape(1024, 512) == (1024, 512)  # never less than one inner chunk
+    assert chunk_shard_shape(1000, 64) == (1000, 192)  # whole inner chunks per shard
 
 
 def test_chunks_touched() -> None:
