@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from gds_zarr._device import gpu_status
 
 _HERE = Path(__file__).parent
+# The GPU twins reuse the CPU suite's case modules (tests/pipeline_cases.py, tests/gpu_env.py).
+sys.path.insert(0, str(_HERE.parent / "tests"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

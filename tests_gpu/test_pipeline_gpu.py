@@ -14,7 +14,6 @@ Skips cleanly where the GPU path cannot run (no driver, no device, no kvikio or 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,14 @@ if not gpu_status().usable:  # zarr's GPU buffer module needs CuPy to even be im
 import cupy
 import zarr
 import zarr.codecs as zc
+from pipeline_cases import (
+    DEFAULT,
+    SELECTIONS,
+    Select,
+    make,
+    numcodecs_codec,
+    sample_data,
+)
 from zarr.storage import LocalStore
 
 import gds_zarr
@@ -36,43 +43,8 @@ from gds_zarr.decode._scatter_gpu import scatter_stats
 from gds_zarr.pipeline import PIPELINE_PATH, stats
 from gds_zarr.store import GDSStore
 
-DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
-Select = Callable[[Any], Any]
-
 #: Selections the scatter kernel serves (plain slices, no integer axes dropped).
 KERNEL_SELECTIONS = frozenset({"full", "steps", "neg_step_free"})
-
-
-def _numcodecs(name: str, **kw: Any) -> Any:
-    import zarr.codecs.numcodecs as zn
-
-    return getattr(zn, name)(**kw)
-
-
-def make(path: str, data: np.ndarray, *, chunks: Any, write: Any = None, **kw: Any) -> None:
-    """Create an array with zarr's default pipeline on the host and write ``data`` (or part)."""
-    with warnings.catch_warnings(), zarr.config.set({"codec_pipeline.path": DEFAULT}):
-        warnings.simplefilter("ignore")
-        z = zarr.create_array(LocalStore(path), shape=data.shape, dtype=data.dtype,
-                              chunks=chunks, overwrite=True, **kw)
-        sel = write if write is not None else (slice(None),) * data.ndim
-        z[sel] = data[sel]
-
-
-def _data(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    dt = np.dtype(dtype)
-    if dt.kind == "b":
-        return rng.integers(0, 2, shape).astype(bool)
-    if dt.kind == "c":
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dt)
-    if dt.kind == "f":
-        x = rng.standard_normal(shape).astype(dt)
-        x.flat[::7] = np.nan
-        return x
-    info = np.iinfo(dt)
-    return rng.integers(info.min, info.max, shape, dtype=dt.newbyteorder("="),
-                        endpoint=True).astype(dt)
 
 
 def _host_read(path: str, pipeline: str, select: Select) -> np.ndarray:
@@ -136,26 +108,11 @@ def assert_same_on_gpu(path: str, select: Select, *, on_gpu: bool = True,
         assert scatter_stats.kernel_launches >= 1, scatter_stats
 
 
-SELECTIONS: dict[str, Select] = {
-    "full": lambda z: z[...],
-    "steps": lambda z: z[1::2, ::3],
-    "neg_step_free": lambda z: z[-4:, 2:7],
-    "int": lambda z: z[2, 3],
-    "int_row": lambda z: z[-1],
-    "ellipsis": lambda z: z[..., 1],
-    "oindex_int": lambda z: z.oindex[[0, 4, 5], [8, 1, 1, 3]],
-    "oindex_bool": lambda z: z.oindex[np.arange(z.shape[0]) % 3 == 0, :],
-    "vindex_int": lambda z: z.vindex[[0, 6, 3, 3], [1, 8, 2, 2]],
-    "vindex_bool": lambda z: z.vindex[np.add.outer(np.arange(z.shape[0]),
-                                                   np.arange(z.shape[1])) % 4 == 1],
-}
-
-
 @pytest.mark.parametrize("dtype", ["bool", "uint8", "int16", "int32", "int64", "float16",
                                    "float32", "float64", "complex64"])
 @pytest.mark.parametrize("endian", ["little", "big"])
 def test_dtypes_and_byte_order(tmp_path: Any, dtype: str, endian: str) -> None:
-    data = _data((7, 9), dtype)
+    data = sample_data((7, 9), dtype)
     fill = np.nan if np.dtype(dtype).kind in "fc" else 0
     path = str(tmp_path / "a.zarr")
     # Rows 5+ are never written: missing chunks read as the fill value.
@@ -170,7 +127,7 @@ def test_dtypes_and_byte_order(tmp_path: Any, dtype: str, endian: str) -> None:
     ((4, 5), (1, 1)), ((5, 6), (10, 10)), ((1,), (1,)),
 ])
 def test_shapes(tmp_path: Any, shape: tuple[int, ...], chunks: tuple[int, ...]) -> None:
-    data = _data(shape, "float32")
+    data = sample_data(shape, "float32")
     path = str(tmp_path / "a.zarr")
     make(path, data, chunks=chunks, fill_value=np.nan, compressors=zc.ZstdCodec())
     assert_same_on_gpu(path, lambda z: z[...], kernel=True)
@@ -208,8 +165,8 @@ def test_codecs(tmp_path: Any, name: str, store: str) -> None:
     kw, on_gpu = CODECS[name]
     kw = dict(kw)
     if isinstance(kw["compressors"], str):
-        kw["compressors"] = _numcodecs(kw["compressors"])
-    data = _data((11, 10), "int32")
+        kw["compressors"] = numcodecs_codec(kw["compressors"])
+    data = sample_data((11, 10), "int32")
     path = str(tmp_path / "a.zarr")
     make(path, data, chunks=(4, 3), fill_value=-1, write=np.s_[:8], **kw)
     for key in ("full", "steps", "oindex_int", "vindex_bool"):
@@ -218,7 +175,7 @@ def test_codecs(tmp_path: Any, name: str, store: str) -> None:
 
 
 def test_transpose_3d_big_endian(tmp_path: Any) -> None:
-    data = _data((6, 7, 8), "float64")
+    data = sample_data((6, 7, 8), "float64")
     path = str(tmp_path / "a.zarr")
     make(path, data, chunks=(4, 3, 5), fill_value=np.nan,
          filters=(zc.TransposeCodec(order=(2, 0, 1)), zc.TransposeCodec(order=(1, 0, 2))),
@@ -239,7 +196,7 @@ SHARDING: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("store", ["gds", "local"])
 @pytest.mark.parametrize("name", list(SHARDING))
 def test_sharding(tmp_path: Any, name: str, store: str) -> None:
-    data = _data((23, 17), "float32")
+    data = sample_data((23, 17), "float32")
     path = str(tmp_path / "a.zarr")
     cfg = dict(SHARDING[name])
     codec = zc.ShardingCodec(chunk_shape=(3, 4), **{
@@ -253,7 +210,7 @@ def test_sharding(tmp_path: Any, name: str, store: str) -> None:
 
 
 def test_sharding_with_shards_argument(tmp_path: Any) -> None:
-    data = _data((40, 30), "int16")
+    data = sample_data((40, 30), "int16")
     path = str(tmp_path / "a.zarr")
     make(path, data, chunks=(5, 5), shards=(20, 15), fill_value=7)
     assert_same_on_gpu(path, lambda z: z[...], kernel=True)
@@ -271,7 +228,7 @@ def test_v2(tmp_path: Any, order: str, compressor: str | None) -> None:
     # Little-endian only: a v2 ">i4" array has a big-endian *output* dtype, which CuPy cannot
     # hold (see test_v2_big_endian_output below).
     for dtype in ("<i4", "<f8"):
-        data = _data((9, 10), dtype)
+        data = sample_data((9, 10), dtype)
         path = str(tmp_path / f"a{dtype[1:]}.zarr")
         make(path, data, chunks=(4, 3), zarr_format=2, order=order, compressors=comp,
              fill_value=0, write=np.s_[:6])
@@ -285,7 +242,7 @@ def test_v2_big_endian_output(tmp_path: Any) -> None:
 
     Reported as an xfail while that holds; compared like every other case once it does not.
     """
-    data = _data((9, 10), ">i4")
+    data = sample_data((9, 10), ">i4")
     path = str(tmp_path / "a.zarr")
     make(path, data, chunks=(4, 3), zarr_format=2, compressors=None, fill_value=0)
     try:
@@ -299,7 +256,7 @@ def test_v2_big_endian_output(tmp_path: Any) -> None:
 def test_v2_filters_decode_on_host(tmp_path: Any) -> None:
     import numcodecs
 
-    data = _data((9, 10), "<i8")
+    data = sample_data((9, 10), "<i8")
     path = str(tmp_path / "a.zarr")
     make(path, data, chunks=(4, 3), zarr_format=2, filters=[numcodecs.Delta(dtype="<i8")],
          compressors=numcodecs.Zstd(), fill_value=0)
