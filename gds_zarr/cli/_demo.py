@@ -181,7 +181,6 @@ def read_with_zarr(path: Path, device: Literal["cpu", "gpu"], repeat: int) -> De
 
 def _decoder(device: str) -> str:
     from gds_zarr import settings
-
     from gds_zarr.decode import _zstd_native
 
     if device == "gpu":
