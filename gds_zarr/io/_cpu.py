@@ -38,7 +38,7 @@ from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
 from gds_zarr.planning.ranges import ReadPlan, plan_reads
 
-__all__ = ["PosixIOBackend", "resolve_ranges", "temp_path_for"]
+__all__ = ["PosixIOBackend", "group_requests", "resolve_ranges", "temp_path_for"]
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: never hang on a FIFO
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
@@ -84,6 +84,32 @@ def is_temp_name(name: str) -> bool:
     """True for names :func:`temp_path_for` makes (listings skip them)."""
     return (name.startswith(".") and name.endswith(".partial") and len(name) > 42
             and name[-41] == "." and all(c in "0123456789abcdef" for c in name[-40:-8]))
+
+
+def group_requests(paths: Sequence[str], starts: np.ndarray, stops: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Check a batch's arrays and number its distinct files (both backends start here).
+
+    Returns
+    -------
+    tuple
+        ``(starts, stops, file_of, files)``: the requests as flat int64 arrays, the index into
+        ``files`` of each request's file, and the distinct paths in first-seen order.
+
+    Raises
+    ------
+    ValueError
+        If ``starts`` or ``stops`` has a different length from ``paths``.
+    """
+    n = len(paths)
+    starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+    stops = np.asarray(stops, dtype=np.int64).reshape(-1)
+    if len(starts) != n or len(stops) != n:
+        raise ValueError(f"{n} paths but {len(starts)} starts and {len(stops)} stops")
+    index: dict[str, int] = {}
+    file_of = np.fromiter((index.setdefault(p, len(index)) for p in paths),
+                          dtype=np.int64, count=n)
+    return starts, stops, file_of, list(index)
 
 
 def resolve_ranges(starts: np.ndarray, stops: np.ndarray,
@@ -242,14 +268,7 @@ class PosixIOBackend:
             A file exists but cannot be read; ``key`` is its path.
         """
         n = len(paths)
-        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
-        stops = np.asarray(stops, dtype=np.int64).reshape(-1)
-        if len(starts) != n or len(stops) != n:
-            raise ValueError(f"{n} paths but {len(starts)} starts and {len(stops)} stops")
-        index: dict[str, int] = {}
-        file_of = np.fromiter((index.setdefault(p, len(index)) for p in paths),
-                              dtype=np.int64, count=n)
-        files = list(index)
+        starts, stops, file_of, files = group_requests(paths, starts, stops)
         nfiles = len(files)
         fds = np.full(nfiles, -1, dtype=np.int64)
         sizes = np.full(nfiles, -1, dtype=np.int64)

@@ -31,7 +31,7 @@ import numpy as np
 from gds_zarr import settings
 from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
-from gds_zarr.io._cpu import resolve_ranges, temp_path_for
+from gds_zarr.io._cpu import group_requests, resolve_ranges, temp_path_for
 from gds_zarr.planning.ranges import plan_reads
 
 __all__ = ["KvikioIOBackend", "handle_cache_limit"]
@@ -224,12 +224,7 @@ class KvikioIOBackend:
         import cupy as cp
 
         n = len(paths)
-        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
-        stops = np.asarray(stops, dtype=np.int64).reshape(-1)
-        index: dict[str, int] = {}
-        file_of = np.fromiter((index.setdefault(p, len(index)) for p in paths),
-                              dtype=np.int64, count=n)
-        files = list(index)
+        starts, stops, file_of, files = group_requests(paths, starts, stops)
         stated = [self._stat(p, resolve_link) for p in files]
         sizes = np.array([s for _, s, _ in stated], dtype=np.int64)
         present_file = sizes >= 0
