@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 from typing import Any
 
-import pytest
-from zarr.core.buffer import Buffer, cpu
+from store_cases import OnDisk
+from zarr.core.buffer import cpu
 from zarr.testing.store import StoreTests
 
 from gds_zarr.store import GDSStore
 
 
-class TestGDSStore(StoreTests[GDSStore, cpu.Buffer]):
+class TestGDSStore(OnDisk, StoreTests[GDSStore, cpu.Buffer]):
     store_cls = GDSStore
     buffer_cls = cpu.Buffer
-
-    async def get(self, store: GDSStore, key: str) -> Buffer:
-        return self.buffer_cls.from_bytes((store.root / key).read_bytes())
-
-    async def set(self, store: GDSStore, key: str, value: Buffer) -> None:
-        path = store.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(value.to_bytes())
-
-    @pytest.fixture
-    def store_kwargs(self, tmp_path: Path) -> dict[str, Any]:
-        return {"root": str(tmp_path)}
 
     def test_store_repr(self, store: GDSStore) -> None:
         assert repr(store) == f"GDSStore('file://{store.root.as_posix()}', read_only=False)"

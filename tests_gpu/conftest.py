@@ -10,7 +10,7 @@ import pytest
 from gds_zarr._device import gpu_status
 
 _HERE = Path(__file__).parent
-# The GPU twins reuse the CPU suite's case modules (tests/pipeline_cases.py, tests/gpu_env.py).
+# The GPU twins reuse the CPU suite's case modules (tests/pipeline_cases.py, store_cases.py).
 sys.path.insert(0, str(_HERE.parent / "tests"))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ if not gpu_status().usable:  # zarr's GPU buffer module needs CuPy to even be im
     pytest.skip(f"no usable GPU: {gpu_status().reason}", allow_module_level=True)
 
 import cupy as cp
+from store_cases import OnDisk
 from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import gpu
 from zarr.testing.store import StoreTests
@@ -25,21 +25,9 @@ from gds_zarr.store import GDSStore
 PROTO = gpu.buffer_prototype
 
 
-class TestGDSStoreGPU(StoreTests[GDSStore, gpu.Buffer]):
+class TestGDSStoreGPU(OnDisk, StoreTests[GDSStore, gpu.Buffer]):
     store_cls = GDSStore
     buffer_cls = gpu.Buffer
-
-    async def get(self, store: GDSStore, key: str) -> gpu.Buffer:
-        return self.buffer_cls.from_bytes((store.root / key).read_bytes())
-
-    async def set(self, store: GDSStore, key: str, value: Any) -> None:
-        path = store.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(value.to_bytes())
-
-    @pytest.fixture
-    def store_kwargs(self, tmp_path: Path) -> dict[str, Any]:
-        return {"root": str(tmp_path)}
 
     def test_store_repr(self, store: GDSStore) -> None:
         assert str(store) == f"file://{store.root.as_posix()}"
