@@ -28,3 +28,17 @@ make_venv() {
   rm -f "$log"
   "$dir/bin/python" -c "import sys, gds_zarr, zarr; print('venv $dir: python', sys.version.split()[0], 'zarr', zarr.__version__)"
 }
+
+# project_python EXTRAS: prints the interpreter a one-Python job uses: $PYTHON when set (the
+# offline GPU machines), else a venv .venv-ci-<version>[-EXTRAS] on Python 3.12 (or 3.11) with
+# the project and EXTRAS installed.
+project_python() {
+  local extras=$1 base v dir
+  if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return 0; fi
+  base=$(find_python 3.12 || find_python 3.11) || { echo "no supported Python found" >&2; return 1; }
+  v=$("$base" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  dir=".venv-ci-$v"
+  [ "$extras" = test ] || dir="$dir-$extras"
+  make_venv "$dir" "$base" "$extras" >&2
+  echo "$dir/bin/python"
+}

@@ -7,11 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/_venv.sh
-if [ -n "${PYTHON:-}" ]; then
-  py=$PYTHON
-else
-  base=$(find_python 3.12 || find_python 3.11) || { echo "no supported Python found"; exit 1; }
-  make_venv ".venv-ci-bench" "$base" "bench"
-  py=".venv-ci-bench/bin/python"
-fi
+py=$(project_python bench)
 exec "$py" -m benchmarks "$@"
