@@ -30,11 +30,12 @@ import functools
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from gds_zarr._counters import Counters
 from gds_zarr.decode import formats
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.errors import ChunkDecodeError
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class GPUDecodeStats:
+class GPUDecodeStats(Counters):
     """Process-wide counters of what the GPU decoder did (thread safe), for tests and info.
 
     Attributes
@@ -69,19 +70,6 @@ class GPUDecodeStats:
     device_chunks: int = 0
     cpu_chunks: int = 0
     nvcomp_failures: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def reset(self) -> None:
-        """Zero every counter."""
-        with self._lock:
-            self.nvcomp_calls = self.nvcomp_chunks = self.device_chunks = 0
-            self.cpu_chunks = self.nvcomp_failures = 0
-
-    def add(self, **counts: int) -> None:
-        """Add ``counts`` to the named counters."""
-        with self._lock:
-            for name, n in counts.items():
-                setattr(self, name, getattr(self, name) + n)
 
 
 gpu_decode_stats = GPUDecodeStats()

@@ -25,13 +25,13 @@ CuPy is imported only when :func:`scatter_chunks` runs.
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from gds_zarr._counters import Counters
 from gds_zarr.planning.chunks import ScatterPlan
 
 __all__ = ["ScatterStats", "scatter_chunks", "scatter_stats"]
@@ -41,7 +41,7 @@ _MAX_GRID_Y = 65535
 
 
 @dataclass
-class ScatterStats:
+class ScatterStats(Counters):
     """Process-wide counters of :func:`scatter_chunks` (thread safe), for tests.
 
     Attributes
@@ -58,18 +58,6 @@ class ScatterStats:
     kernel_launches: int = 0
     kernel_units: int = 0
     general_copies: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def reset(self) -> None:
-        """Zero every counter."""
-        with self._lock:
-            self.calls = self.kernel_launches = self.kernel_units = self.general_copies = 0
-
-    def add(self, **counts: int) -> None:
-        """Add ``counts`` to the named counters."""
-        with self._lock:
-            for name, n in counts.items():
-                setattr(self, name, getattr(self, name) + n)
 
 
 scatter_stats = ScatterStats()

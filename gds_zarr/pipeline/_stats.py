@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from gds_zarr._counters import Counters
 
 __all__ = ["PipelineStats", "stats"]
 
 
 @dataclass
-class PipelineStats:
+class PipelineStats(Counters):
     """Process-wide pipeline counters (thread safe).
 
     Attributes
@@ -38,20 +39,6 @@ class PipelineStats:
     chunks_decoded: int = 0
     staging_bytes: int = 0
     peak_staging_bytes: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def reset(self) -> None:
-        """Zero every counter."""
-        with self._lock:
-            self.fast_reads = self.delegated_reads = self.batches = self.store_reads = 0
-            self.chunks_decoded = self.staging_bytes = self.peak_staging_bytes = 0
-            self.last_delegation = ""
-
-    def add(self, **counts: int) -> None:
-        """Add ``counts`` to the named counters."""
-        with self._lock:
-            for name, n in counts.items():
-                setattr(self, name, getattr(self, name) + n)
 
     def delegated(self, reason: str) -> None:
         """Count one delegated read and remember why."""
