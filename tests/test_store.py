@@ -125,6 +125,88 @@ async def test_open_array_matches_localstore(tmp_path: Path) -> None:
                                   data[12:40, 3:61])
 
 
+# ---------------------------------------------------------------- one-pass reads (size_hint)
+
+
+def _requests(batch: BatchRead) -> list[bytes | None]:
+    return [batch.view(i).tobytes() if batch.present[i] else None for i in range(len(batch))]
+
+
+@pytest.mark.parametrize("hint", [0, 3, 10, 64, 200])
+def test_size_hint_changes_nothing_but_speed(store: GDSStore, hint: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request per file (the one-pass path) gives exactly what the two-phase path gives,
+    whether files fit their slot, fill it exactly or overflow it (then they alone take the
+    two-phase path)."""
+    from gds_zarr.store._store import _encode_many
+
+    sizes = (0, 1, 10, 100)
+    # Bounded ranges and suffixes longer than the hint send the whole batch to the two-phase
+    # path; leave them out so that every batch here takes the one-pass path.
+    ranges = [r for r in RANGES
+              if not (isinstance(r, RangeByteRequest) and r.end - r.start > hint)
+              and not (isinstance(r, SuffixByteRequest) and r.suffix > hint)]
+    keys, reqs = [], []
+    for size in sizes:
+        for i, r in enumerate(ranges):
+            keys.append(f"f{size}-{i}")
+            reqs.append(r)
+            _write(store.root, keys[-1], bytes(range(size)))
+    keys += ["missing", "also/missing"]
+    reqs += [None, OffsetByteRequest(1)]
+    starts, stops = _encode_many(reqs)
+    want = _requests(store.read_batch(keys, starts, stops, device="cpu"))
+    assert want[len(ranges) * 3] == bytes(range(100))  # the two-phase reference is right
+    backend = store._backend("cpu")
+    phased: list[int] = []
+    real = backend._read_phased
+
+    def counting(files, *args, **kwargs):  # the real two-phase read, counted
+        phased.append(len(files))
+        return real(files, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "_read_phased", counting)
+    store.io_stats().reset()
+    got = store.read_batch(keys, starts, stops, device="cpu", size_hint=hint)
+    assert _requests(got) == want
+    # Only open-ended requests of files larger than the hint went to the two-phase path.
+    larger = sum(1 for k, r in zip(keys, reqs, strict=True) if k.startswith("f")
+                 and (r is None or isinstance(r, OffsetByteRequest))
+                 and int(k[1:].split("-")[0]) - (r.offset if r else 0) > hint)
+    assert phased == ([larger] if larger else [])
+    stats = store.io_stats()
+    assert stats.requests == len(keys) + larger
+    assert stats.bytes_read == sum(len(w or b"") for w in want)
+
+
+def test_size_hint_path_refuses_what_the_careful_path_refuses(store: GDSStore) -> None:
+    (store.root / "c" / "d").mkdir(parents=True)
+    _write(store.root, "c/ok", b"abc")
+    for bad in ("c/d",):
+        with pytest.raises(ChunkReadError, match="directory"):
+            store.read_batch(["c/ok", bad], device="cpu", size_hint=16)
+    os.mkfifo(store.root / "c" / "fifo")  # O_NONBLOCK open, then preadv fails: no hang
+    with pytest.raises(ChunkReadError, match="regular file"):
+        store.read_batch(["c/ok", "c/fifo"], device="cpu", size_hint=16)
+    os.symlink(store.root / "c" / "ok", store.root / "c" / "alias")
+    got = store.read_batch(["c/alias", "c/ok"], device="cpu", size_hint=16)
+    assert _requests(got) == [b"abc", b"abc"]
+    outside = store.root.parent / "outside"
+    outside.write_bytes(b"secret")
+    os.symlink(outside, store.root / "c" / "leak")
+    with pytest.raises(InvalidKeyError):
+        store.read_batch(["c/ok", "c/leak"], device="cpu", size_hint=16)
+
+
+def test_size_hint_never_reserves_a_corrupt_claim(store: GDSStore) -> None:
+    """A bounded range longer than the hint (a shard index claiming a terabyte) is sized by
+    the file first, as without a hint: no terabyte buffer."""
+    _write(store.root, "shard", b"x" * 100)
+    got = store.read_batch(["shard"], np.array([10]), np.array([1 << 40]), device="cpu",
+                           size_hint=64)
+    assert _requests(got) == [b"x" * 90] and got.data.nbytes == 90
+
+
 # ---------------------------------------------------------------- missing and unreadable
 
 

@@ -1,6 +1,13 @@
 """PosixIOBackend: batched ``os.preadv`` into one numpy buffer, spread over a thread pool.
 
-A batch runs in two phases. Phase 1 opens and ``fstat``-s every distinct file once; the sizes
+A batch of requests that all name different files, with a ``size_hint`` for the open-ended ones
+(the pipeline's whole chunks), is read in ONE pass: every request gets a slot of known size in
+the buffer, and each file is opened, ``preadv``-ed into its slot and closed; a read that stops
+short of the slot has met the end of the file, so no ``fstat`` is needed. That is 3 system calls
+and little Python per file (the GIL is the limit here: 4096 x 16 KiB files took 26 ms instead of
+40-60 ms with the two phases below, 2 threads, warm cache).
+
+Any other batch runs in two phases. Phase 1 opens and ``fstat``-s every distinct file once; the sizes
 clamp the requests and :func:`gds_zarr.planning.ranges.plan_reads` coalesces them. Then ONE
 uint8 buffer is allocated and phase 2 ``preadv``-s every coalesced read straight into its slice
 (no intermediate ``bytes``). The descriptor opened in phase 1 is the one read in phase 2, so a
@@ -139,6 +146,28 @@ def resolve_ranges(starts: np.ndarray, stops: np.ndarray,
     return lo, np.maximum(hi, lo)
 
 
+def _capacities(starts: np.ndarray, stops: np.ndarray, size_hint: int | None
+                ) -> np.ndarray | None:
+    """Bytes to reserve per request before the file sizes are known: ``size_hint`` for an
+    open-ended request, the length of a bounded one. None (take the two-phase path) without a
+    hint, or when a bounded request is longer than it: a range from a corrupt shard index can
+    claim terabytes, which only the file's size, known after phase 1, cuts down."""
+    if size_hint is None or size_hint < 0:
+        return None
+    bounded = stops >= 0
+    suffix = (starts < 0) & ~bounded
+    caps = np.where(bounded, np.maximum(stops - np.maximum(starts, 0), 0),
+                    np.where(suffix, -starts, int(size_hint))).astype(np.int64)
+    return caps if not len(caps) or int(caps.max()) <= size_hint else None
+
+
+def _clamp(start: int, stop: int, size: int) -> tuple[int, int]:
+    """:func:`resolve_ranges` for one request (Python ints: no arrays per file)."""
+    lo = max(size + start, 0) if start < 0 else min(start, size)
+    hi = size if stop < 0 else min(stop, size)
+    return lo, max(hi, lo)
+
+
 def _open_one(path: str, resolve_link: Callable[[str], str] | None) -> tuple[int, int]:
     """Open and fstat one file: ``(fd, size)``, ``(-1, -1)`` if missing.
 
@@ -197,23 +226,31 @@ class PosixIOBackend:
 
     def _run(self, fn: Callable[[int, int], Any], parts: list[tuple[int, int]],
              cancel: threading.Event) -> list[Any]:
-        """Run ``fn(a, b)`` for every part (in the pool unless there is one) and wait for all.
+        """Run ``fn(a, b)`` for every part and wait for all: the last part in the calling
+        thread (it would otherwise sit idle), the others in the pool. In the main thread, where
+        ``KeyboardInterrupt`` lands (the store's ``*_sync`` methods run there), every part goes
+        to the pool: an interrupt inside a part could leak the descriptor it just opened.
 
         Every submitted task is waited for before anything is raised, also when the caller is
-        interrupted (``KeyboardInterrupt`` while submitting or waiting): a task still running
-        would write into a buffer or descriptor table its caller has already released. On an
-        error or interruption ``cancel`` is set, so the other tasks stop at their next item.
+        interrupted (``KeyboardInterrupt`` while submitting, reading or waiting): a task still
+        running would write into a buffer or descriptor table its caller has already released.
+        On an error or interruption ``cancel`` is set, so the other tasks stop at their next
+        item.
         """
         if len(parts) == 1:
             return [fn(*parts[0])]
         futures: list[Future[Any]] = []
-        interrupt: BaseException | None = None
+        failure: BaseException | None = None
+        inline: Any = None
         try:
             pool = _thread_pool()
-            for a, b in parts:
+            main = threading.current_thread() is threading.main_thread()
+            for a, b in parts if main else parts[:-1]:
                 futures.append(pool.submit(fn, a, b))
+            if not main:
+                inline = fn(*parts[-1])
         except BaseException as e:  # noqa: BLE001 - re-raised below, after all finished
-            interrupt = e
+            failure = e
             cancel.set()
         pending = set(futures)
         while pending:
@@ -223,15 +260,16 @@ class PosixIOBackend:
                     cancel.set()  # a task failed: the others need not finish their parts
                     _, pending = wait(pending)
             except BaseException as e:  # noqa: BLE001 - interrupted while waiting: keep waiting
-                interrupt = interrupt or e
+                failure = failure or e
                 cancel.set()
-        if interrupt is not None:
-            raise interrupt
         for fut in futures:
             error = fut.exception()
-            if error is not None:
+            if error is not None and not isinstance(failure, KeyboardInterrupt):
                 raise error
-        return [fut.result() for fut in futures]
+        if failure is not None:
+            raise failure
+        results = [fut.result() for fut in futures]
+        return results if len(results) == len(parts) else [*results, inline]
 
     def read_batch(
         self,
@@ -242,6 +280,7 @@ class PosixIOBackend:
         max_gap: int | None = None,
         max_size: int | None = None,
         resolve_link: Callable[[str], str] | None = None,
+        size_hint: int | None = None,
     ) -> BatchRead:
         """Read every request into one numpy uint8 buffer.
 
@@ -257,6 +296,12 @@ class PosixIOBackend:
         resolve_link
             If given, files are opened with ``O_NOFOLLOW`` and a final-component symlink is
             passed to it; it returns the (checked) path to open or raises.
+        size_hint
+            Bytes to reserve for a request whose size only the file knows (a whole value or
+            an offset to its end), e.g. the encoded size a pipeline expects. With it, a
+            batch of distinct files is read in one pass (open, fstat, preadv, close per
+            file); a file larger than its reservation is read in a second pass. Without
+            it such batches take the two-phase path.
 
         Returns
         -------
@@ -269,6 +314,137 @@ class PosixIOBackend:
         """
         n = len(paths)
         starts, stops, file_of, files = group_requests(paths, starts, stops)
+        if len(files) == n and n:
+            caps = _capacities(starts, stops, size_hint)
+            if caps is not None:
+                return self._read_distinct(files, starts, stops, caps, resolve_link)
+        return self._read_phased(files, starts, stops, file_of, max_gap=max_gap,
+                                 max_size=max_size, resolve_link=resolve_link)
+
+    def _read_distinct(self, files: list[str], starts: np.ndarray, stops: np.ndarray,
+                       caps: np.ndarray, resolve_link: Callable[[str], str] | None
+                       ) -> BatchRead:
+        """One pass over a batch whose requests all name different files: open, fstat, preadv
+        into the request's reserved slot, close. No coalescing is possible across files, and
+        the sizes are not needed before the buffer exists, so phase 1's separate pass (and its
+        thread hand-off) goes away; 4096 x 16 KiB files read in about half the time.
+        """
+        n = len(files)
+        dest = np.zeros(n, dtype=np.int64)
+        np.cumsum(caps[:-1], out=dest[1:])
+        total = int(caps.sum())
+        data = np.empty(total, dtype=np.uint8)
+        view = memoryview(data)
+        sizes_l = [0] * n
+        overflow: list[int] = []  # list.append is atomic: tasks share it
+        st_l, sp_l, cap_l, dest_l = (starts.tolist(), stops.tolist(), caps.tolist(),
+                                     dest.tolist())
+        cancel = threading.Event()
+        flags = _OPEN_FLAGS if resolve_link is None else _OPEN_FLAGS | os.O_NOFOLLOW
+
+        def careful(i: int) -> int:
+            """Request ``i`` with every check (the loop's slow path): bytes read, -1 if the
+            file is missing. Raises ChunkReadError for anything but a regular file."""
+            fd, size = _open_one(files[i], resolve_link)
+            if fd < 0:
+                return -1
+            try:
+                lo, hi = _clamp(st_l[i], sp_l[i], size)
+                want = hi - lo
+                if want > cap_l[i]:
+                    overflow.append(i)
+                    return 0
+                if want:
+                    d = dest_l[i]
+                    _pread_full(fd, view[d: d + want], lo, files[i])
+            finally:
+                os.close(fd)
+            sizes_l[i] = want
+            present_l[i] = True
+            return want
+
+        def read_part(a: int, b: int) -> tuple[int, int]:
+            # This loop holds the GIL between system calls while the other I/O threads wait
+            # for it, so it is kept to open, preadv and close: a read that stops short of its
+            # slot has reached the end of the file, and only a full slot of an open-ended
+            # request needs fstat (is there more?). Anything else (a suffix, a missing file, a
+            # symlink, a directory or FIFO, an error) goes to ``careful``.
+            opened = nbytes = 0
+            open_, fstat, preadv, close = os.open, os.fstat, os.preadv, os.close
+            for i in range(a, b):
+                if not i & 63 and cancel.is_set():
+                    break
+                start, cap = st_l[i], cap_l[i]
+                got = -1
+                if start >= 0 and cap:
+                    try:
+                        fd = open_(files[i], flags)
+                    except OSError:
+                        fd = -1
+                    if fd >= 0:
+                        opened += 1
+                        try:
+                            d = dest_l[i]
+                            got = preadv(fd, [view[d: d + cap]], start)
+                            if got == cap and sp_l[i] < 0:
+                                st = fstat(fd)
+                                if st.st_mode & 0o170000 != stat.S_IFREG:
+                                    got = -1
+                                elif st.st_size - start > cap:
+                                    overflow.append(i)  # larger than its slot
+                                    continue
+                        except OSError:
+                            got = -1
+                        finally:
+                            close(fd)
+                if got < 0:
+                    got = careful(i)
+                    if got >= 0:
+                        opened += 1
+                        nbytes += got
+                    continue
+                sizes_l[i] = got
+                present_l[i] = True
+                nbytes += got
+            return opened, nbytes
+
+        present_l = [False] * n
+        ntasks = min(int(settings.get("io_threads")),
+                     max(-(-n // _FILES_PER_TASK), total // _BYTES_PER_TASK), n)
+        done = self._run(read_part, _split(caps + 65536, max(1, ntasks)), cancel)
+        opened = sum(d[0] for d in done)
+        nbytes = sum(d[1] for d in done)
+        sizes = np.array(sizes_l, dtype=np.int64)
+        present = np.array(present_l, dtype=bool)
+        with self._stats_lock:
+            self.stats.files_opened += opened
+            self.stats.reads += int(np.count_nonzero(sizes))
+            self.stats.bytes_read += nbytes
+            self.stats.requests += n
+        offsets = dest
+        if overflow:
+            # Files larger than their reservation (a hint that was too small): read them with
+            # the two-phase path and append them. Each file still comes from one descriptor.
+            big = np.asarray(sorted(overflow), dtype=np.int64)
+            more = self._read_phased([files[i] for i in big.tolist()], starts[big], stops[big],
+                                     np.arange(len(big), dtype=np.int64),
+                                     resolve_link=resolve_link)
+            grown = np.empty(total + int(more.data.nbytes), dtype=np.uint8)
+            grown[:total] = data
+            grown[total:] = more.data
+            data = grown
+            offsets[big] = total + more.offsets
+            sizes[big] = more.sizes
+            present[big] = more.present
+        return BatchRead(data=data, offsets=offsets, sizes=sizes, present=present,
+                         device="cpu", nbytes_staged=int(data.nbytes))
+
+    def _read_phased(self, files: list[str], starts: np.ndarray, stops: np.ndarray,
+                     file_of: np.ndarray, *, max_gap: int | None = None,
+                     max_size: int | None = None,
+                     resolve_link: Callable[[str], str] | None = None) -> BatchRead:
+        """Phase 1 opens and sizes every file, phase 2 reads the coalesced ranges."""
+        n = len(starts)
         nfiles = len(files)
         fds = np.full(nfiles, -1, dtype=np.int64)
         sizes = np.full(nfiles, -1, dtype=np.int64)

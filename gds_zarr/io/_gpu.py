@@ -213,8 +213,12 @@ class KvikioIOBackend:
         max_gap: int | None = None,
         max_size: int | None = None,
         resolve_link: Callable[[str], str] | None = None,
+        size_hint: int | None = None,
     ) -> BatchRead:
         """Read every request into one CuPy uint8 buffer (arguments as the CPU backend's).
+
+        ``size_hint`` is accepted for the shared interface and not needed: every file is sized
+        before the device buffer is allocated, and kvikio reads them all in one go.
 
         Raises
         ------

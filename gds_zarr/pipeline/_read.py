@@ -127,11 +127,15 @@ async def fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
             readable=np.ones(n_outer, bool), target=np.zeros(n_outer, np.int64),
             chunk_sel=[b[2] for b in batch_info], out_sel=[b[3] for b in batch_info],
             names=keys, outer=np.arange(n_outer, dtype=np.int64))
-        est = np.full(n_outer, plan.array.decoded_nbytes * 65 // 64 + 64, np.int64)
+        # Encoded size bound of a chunk (codecs add at most a little to incompressible data):
+        # the budget's estimate, and the store's hint to read whole chunks in one pass.
+        hint: int | None = plan.array.decoded_nbytes * 65 // 64 + 64
+        est = np.full(n_outer, hint, np.int64)
         finish: list[tuple[int, Any, Any]] = []
     else:
         units, est, finish = await _shard_units(plan, store, batch_info, keys, out_arr,
                                                 fill, targets, outer_present, drop_axes)
+        hint = None  # inner chunks are byte ranges of known size
     stats.add(fast_reads=1)
     # Units known empty (inner chunks) get the fill value without a read.
     for u in np.flatnonzero(~units.readable).tolist():
@@ -143,7 +147,7 @@ async def fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
     # read ahead, are in flight together.
     batches = [readable[b] for b in split_by_budget(est[readable] + nbytes, budget // 2)]
     await _stream(plan, store, units, batches, targets, drop_axes, fill, decoder, src_device,
-                  outer_present, device)
+                  outer_present, device, hint)
     for t, sel, shape_info in finish:  # shard outputs into ``out``, as zarr's sharding does
         _finish_shard(out_arr, targets[t], sel, shape_info, drop_axes)
     if device == "gpu":
@@ -167,14 +171,14 @@ def _gpu_sync() -> None:
 async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[np.ndarray],
                   targets: list[Any], drop_axes: tuple[int, ...], fill: Any, decoder: Any,
                   src_device: Literal["cpu", "gpu"], outer_present: np.ndarray,
-                  device: str) -> None:
+                  device: str, size_hint: int | None) -> None:
     if not batches:
         return
 
     def start(b: np.ndarray) -> asyncio.Future[BatchRead]:
         keys = [units.keys[i] for i in b.tolist()]
         return asyncio.ensure_future(
-            read_ranges(store, keys, units.starts[b], units.stops[b], src_device))
+            read_ranges(store, keys, units.starts[b], units.stops[b], src_device, size_hint))
 
     pending = start(batches[0])
     try:

@@ -72,7 +72,7 @@ def _small(starts: np.ndarray, stops: np.ndarray) -> bool:
 
 
 async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops: np.ndarray,
-                      device: Literal["cpu", "gpu"]) -> BatchRead:
+                      device: Literal["cpu", "gpu"], size_hint: int | None = None) -> BatchRead:
     """Read request ``i`` = ``keys[i]`` bytes ``[starts[i], stops[i])`` in one batched call.
 
     Parameters
@@ -83,15 +83,18 @@ async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops
         One entry per request (see io/_base.py for the start/stop encoding).
     device
         Where the GDSStore should land the bytes; other stores always give host bytes.
+    size_hint
+        Expected size of a whole value (see ``GDSStore.read_batch``).
     """
     gds = _gds_store_class()
     if gds is not None and isinstance(store, gds):
         if _small(starts, stops):
             # A few small ranges (shard indexes, a window's inner chunks) take tens of
             # microseconds: less than a hop to a worker thread and back, so they run inline.
-            return store.read_batch(list(keys), starts, stops, device=device)  # type: ignore[no-any-return]
+            return store.read_batch(list(keys), starts, stops, device=device,  # type: ignore[no-any-return]
+                                    size_hint=size_hint)
         return await asyncio.to_thread(store.read_batch, list(keys), starts, stops,
-                                       device=device)
+                                       device=device, size_hint=size_hint)
     from zarr.core.buffer.cpu import buffer_prototype
 
     requests = [(k, byte_request(int(a), int(b)))

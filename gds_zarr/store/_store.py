@@ -197,6 +197,7 @@ class GDSStore(Store):
         device: str | None = None,
         max_gap: int | None = None,
         max_size: int | None = None,
+        size_hint: int | None = None,
     ) -> BatchRead:
         """Read many keys (or byte ranges of them) in one batched backend call. Blocking.
 
@@ -212,6 +213,9 @@ class GDSStore(Store):
         max_gap, max_size
             Coalescing bounds; default: the ``coalesce_max_gap`` / ``coalesce_max_size``
             settings.
+        size_hint
+            Expected size of a whole value (e.g. a chunk's encoded size): lets the CPU backend
+            read a batch of distinct keys in one pass. A wrong hint costs time, never bytes.
 
         Returns
         -------
@@ -236,16 +240,18 @@ class GDSStore(Store):
             starts = np.zeros(n, dtype=np.int64)
         if stops is None:
             stops = np.full(n, -1, dtype=np.int64)
-        return self._read(list(keys), starts, stops, dev, max_gap=max_gap, max_size=max_size)
+        return self._read(list(keys), starts, stops, dev, max_gap=max_gap, max_size=max_size,
+                          size_hint=size_hint)
 
     def _read(self, keys: list[str], starts: np.ndarray, stops: np.ndarray, device: Device,
-              *, max_gap: int | None = None, max_size: int | None = None) -> BatchRead:
+              *, max_gap: int | None = None, max_size: int | None = None,
+              size_hint: int | None = None) -> BatchRead:
         self._ensure_open_sync()
         paths = self._keys.paths(keys)
         try:
             return self._backend(device).read_batch(
                 paths, starts, stops, max_gap=max_gap, max_size=max_size,  # type: ignore[call-arg]
-                resolve_link=self._keys.resolve_link,
+                resolve_link=self._keys.resolve_link, size_hint=size_hint,
             )
         except ChunkReadError as e:
             root = self._keys.root + "/"
