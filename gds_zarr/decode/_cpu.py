@@ -1,8 +1,9 @@
 """CPU decoder: numcodecs (and libzstd directly) over a batch of chunks, in a thread pool.
 
-numcodecs' Zstd, LZ4, Blosc, Zlib and GZip release the GIL, so ``decode_threads`` threads decode
-in parallel. A zstd last step goes to libzstd through :mod:`gds_zarr.decode._zstd_native` (one
-context per thread, no allocation per chunk) when that library loads.
+A one-step chain of zstd, LZ4, Blosc, gzip or zlib is decoded by a native kernel
+(:mod:`gds_zarr.decode._native`: the C function called through ctypes, per-thread state, straight
+into the row, the GIL released), so ``decode_threads`` threads decode in parallel; a chunk a
+kernel does not accept, and every other chain, goes through numcodecs.
 
 Work is split into a few contiguous pieces per thread, pulled from a shared counter, so a thread
 the OS deschedules on a busy machine does not hold up the batch; the calling thread decodes
@@ -27,7 +28,7 @@ import numcodecs
 import numpy as np
 
 from gds_zarr import settings
-from gds_zarr.decode import _zstd_native
+from gds_zarr.decode import _native, _zstd_native
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode.formats import check_blosc, numpy_reader
 from gds_zarr.errors import ChunkDecodeError
@@ -164,10 +165,10 @@ class CpuDecoder:
             starts = np.asarray(offs, dtype=np.int64)
             check_blosc(numpy_reader(data), starts, starts + np.asarray(sizes, dtype=np.int64),
                         decoded_nbytes if len(steps) == 1 else None, names)
-        native = _native_zstd(steps) and len(steps) == 1
-        chained_zstd = _native_zstd(steps) and not native
-        if native:
-            run = _native_loop(data, offs, sizes, names, steps[-1].name, row_of, consume,
+        kernel = _native.kernel_for(steps, decoded_nbytes)
+        chained_zstd = kernel is None and _native_zstd(steps)
+        if kernel is not None:
+            run = _native_loop(data, offs, sizes, names, steps, kernel, row_of, consume,
                                decoded_nbytes)
         else:
             def run(lo: int, hi: int) -> None:
@@ -236,19 +237,21 @@ def _native_zstd(steps: Sequence[BytesStep]) -> bool:
 
 
 def _native_loop(data: np.ndarray, offs: list[int], sizes: list[int], names: list[str],
-                 step_name: str, row_of: Callable[[int], np.ndarray] | None,
+                 steps: Sequence[BytesStep], kernel: Callable[[], _native.Kernel],
+                 row_of: Callable[[int], np.ndarray] | None,
                  consume: Callable[[int, np.ndarray], None] | None,
                  decoded_nbytes: int) -> Callable[[int, int], None]:
-    """The per-piece loop for a zstd-only chain: libzstd from ``data`` straight into the row.
+    """The per-piece loop for a one-step chain with a native kernel (see decode/_native.py).
 
-    The loop body is kept to a ctypes call and a size check: it holds the GIL only for that,
-    so the other decode threads run while libzstd works.
+    The loop body is a kernel call and a size check: it holds the GIL only for that, so the
+    other decode threads run while the C code works. A chunk the kernel does not accept goes
+    to numcodecs, which decodes it or raises the error.
     """
     base = data.ctypes.data if data.nbytes else 0
     src = [base + o for o in offs]
 
     def run(lo: int, hi: int) -> None:
-        fn, ctx = _zstd_native.thread_decompressor()
+        fn = kernel()
         row = None
         dst = 0
         if row_of is None:
@@ -258,11 +261,9 @@ def _native_loop(data: np.ndarray, offs: list[int], sizes: list[int], names: lis
             if row_of is not None:
                 row = row_of(j)
                 dst = row.ctypes.data
-            got = fn(ctx, dst, decoded_nbytes, src[j], sizes[j])
-            if got != decoded_nbytes:
-                why = _zstd_native.error_of(got)
-                raise ChunkDecodeError(names[j], step_name, f"zstd: {why}" if why else
-                                       f"expected {decoded_nbytes} decoded bytes, found {got}")
+            if fn(dst, decoded_nbytes, src[j], sizes[j]) != decoded_nbytes:
+                o = offs[j]
+                _decode_one(steps, data[o: o + sizes[j]], row, names[j])  # type: ignore[arg-type]
             if consume is not None:
                 consume(j, row)  # type: ignore[arg-type]
 

@@ -8,8 +8,8 @@ a second thread from helping. Here libzstd's ``ZSTD_decompressDCtx`` is called t
 :mod:`ctypes` (which releases the GIL for the call) with a context kept per thread, writing into
 the destination row: no allocation, no copy, and threads decode in parallel.
 
-The library is the system's ``libzstd`` if one loads, else numcodecs' own zstd extension module,
-which links libzstd statically and exports its symbols. Where neither works, :func:`available`
+The library is numcodecs' own zstd extension module, which links libzstd statically and exports
+its symbols, else the system's ``libzstd``. Where neither works, :func:`available`
 is False and callers use numcodecs. Both are the same C function numcodecs calls, so the accepted
 inputs and the errors match (measurements: benchmarks/results/tuning-*.md).
 """
@@ -36,14 +36,16 @@ _local = threading.local()
 
 
 def _candidates() -> list[str]:
-    names = ["libzstd.so.1", "libzstd.1.dylib", "libzstd.dylib"]
+    # numcodecs' own copy first: the very code numcodecs (and so zarr) runs, so even a corrupt
+    # frame without a checksum decodes to the same bytes (libzstd versions differ there).
+    names = []
     try:
         import numcodecs.zstd as nz
 
         names.append(str(nz.__file__))
     except ImportError:  # numcodecs without zstd: only a system library can serve
         pass
-    return names
+    return [*names, "libzstd.so.1", "libzstd.1.dylib", "libzstd.dylib"]
 
 
 def _bind(path: str) -> Any:
