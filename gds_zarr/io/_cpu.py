@@ -521,9 +521,11 @@ class PosixIOBackend:
             return sum(rs[a:b])
 
         costs = plan.read_size + 65536  # a syscall costs about as much as 64 KiB of copying
-        ntasks = min(int(settings.get("io_threads")), -(-plan.nreads // _READS_PER_TASK),
-                     max(1, plan.total_size // _BYTES_PER_TASK))
-        return sum(self._run(read_part, _split(costs, max(1, ntasks)), cancel))
+        # A task is worth its hand-off with enough reads OR enough bytes: 16 shard reads of
+        # 2 MiB are 4 tasks (memory copies in parallel), 20 reads of 1 KiB one.
+        ntasks = min(int(settings.get("io_threads")), plan.nreads,
+                     max(plan.nreads // _READS_PER_TASK, plan.total_size // _BYTES_PER_TASK, 1))
+        return sum(self._run(read_part, _split(costs, ntasks), cancel))
 
     def write_file(self, path: str, data: Any, *, exclusive: bool = False) -> None:
         """Write ``data`` (anything with the buffer protocol) to ``path`` atomically.
