@@ -43,9 +43,10 @@ _local = threading.local()
 # Pieces per thread: small enough that a descheduled thread delays little, few enough that
 # the per-piece overhead (a counter step, list slicing) stays negligible.
 _PIECES_PER_THREAD = 4
-# Encoded bytes that make a second thread worth its hand-off (a 256x256 window of 16 KiB
-# chunks, ~200 KiB, decodes faster in one thread on the partial-read benchmark).
-_BYTES_PER_THREAD = 256 << 10
+# Encoded bytes that make a second thread worth its hand-off. With the GIL-free native kernels
+# a 256x256 window of 16 KiB zstd chunks (~200 KiB) gains from two threads: 100 windows took
+# 174 ms at 64 KiB against 197 ms at 256 KiB (same run; 16-32 KiB no better).
+_BYTES_PER_THREAD = 64 << 10
 
 
 def decode_pool(threads: int) -> ThreadPoolExecutor:
