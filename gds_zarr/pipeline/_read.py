@@ -390,8 +390,9 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
     assert layout is not None
     n = len(keys)
     start, stop = index_request(layout)
+    # The hint (the index's size) lets the store read one index per shard in a single pass.
     idx = await read_ranges(store, keys, np.full(n, start, np.int64), np.full(n, stop, np.int64),
-                            "cpu")
+                            "cpu", layout.index_nbytes)
     stats.add(store_reads=1)
     offsets, nbytes, empty = parse_indexes(idx, keys, layout)
     outer_present[:] = np.asarray(idx.present, dtype=bool)
