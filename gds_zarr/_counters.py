@@ -23,7 +23,7 @@ class Counters:
                 if f.name != "_lock":
                     setattr(self, f.name, f.default)
 
-    def add(self, **counts: int) -> None:
+    def add(self, **counts: float) -> None:
         """Add ``counts`` to the named counters."""
         with self._lock:
             for name, n in counts.items():

@@ -278,3 +278,26 @@ def test_reader_sessions_restore_zarr_config(name: str) -> None:
     with reader.session():
         pass
     assert {k: zarr.config.get(k, None) for k in keys} == before
+
+
+def test_profile_splits_the_read_time(tiny_run: tuple[subprocess.CompletedProcess[str], Path],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks.profile``: one row per case, every part a number, written."""
+    from benchmarks.profile import main
+
+    _, out = tiny_run
+    data = out.parent / "data"  # the tiny run's datasets: nothing new to write
+    assert main(["--quick", "--size", "128", "--data", str(data), "--out", str(out),
+                 "--repeat", "1", "--cases", "small-chunks,sharded"]) == 0
+    written = sorted(out.glob("*_cpu_profile.md"))
+    assert len(written) == 1
+    rows = [line for line in written[0].read_text().splitlines()
+            if line.startswith("| small-chunks ") or line.startswith("| sharded ")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 8 and all(float(c) == float(c) for c in cells[1:])
+        wall, zarr_part, reads, decode = map(float, cells[1:5])
+        # The pipeline's counters ran: reads and decodes were timed, inside the wall time.
+        assert reads > 0 and decode > 0 and zarr_part >= 0 and reads + decode <= wall
+    assert "small-chunks" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from zarr.storage import LocalStore, MemoryStore
 
 from gds_zarr.errors import ChunkDecodeError, ShardIndexError
 from gds_zarr.pipeline import PIPELINE_PATH, GDSCodecPipeline, stats
+from gds_zarr.store import GDSStore
 
 DEFAULT = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 ZARR_32 = tuple(int(p) for p in zarr.__version__.split(".")[:2]) >= (3, 2)
@@ -67,6 +68,21 @@ def test_memory_store_and_fast_path_counter() -> None:
     np.testing.assert_array_equal(_open(store)[...], data)
     assert stats.fast_reads == 1 and stats.delegated_reads == 0
     assert stats.chunks_decoded == 16 and stats.store_reads == 1
+
+
+def test_stage_times_add_up(tmp_path: Any) -> None:
+    """The timing counters a profile reads: reads and decodes happen inside the fast path's
+    time; with one batch (no read-ahead) they cannot together exceed it."""
+    data = np.arange(256 * 256, dtype="f4").reshape(256, 256)
+    _create(LocalStore(str(tmp_path / "a.zarr")), data, chunks=(32, 32), shards=(128, 128))
+    stats.reset()
+    z = _open(GDSStore(tmp_path / "a.zarr"))
+    np.testing.assert_array_equal(z[...], data)
+    assert stats.batches == 1 and stats.store_reads == 2  # the indexes, then the chunks
+    assert 0 < stats.read_seconds and 0 < stats.decode_seconds
+    assert stats.read_seconds + stats.decode_seconds <= stats.fast_read_seconds
+    stats.reset()
+    assert stats.fast_read_seconds == stats.read_seconds == stats.decode_seconds == 0
 
 
 def test_unsupported_chains_are_delegated_and_correct(tmp_path: Any) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -112,6 +113,15 @@ async def fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
     Unhandled
         Before touching ``out``, if this read must go to zarr's pipeline.
     """
+    t0 = time.perf_counter()
+    try:
+        return await _fast_read(plan, batch_info, out, drop_axes, device)
+    finally:
+        stats.add(fast_read_seconds=time.perf_counter() - t0)
+
+
+async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
+                     drop_axes: tuple[int, ...], device: Literal["cpu", "gpu"]) -> list[bool]:
     store = _common_store(batch_info)
     spec = _check_specs(batch_info)
     out_arr = out.as_ndarray_like()
@@ -155,6 +165,15 @@ async def fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
     return outer_present.tolist()
 
 
+async def _timed(read: Coroutine[Any, Any, BatchRead]) -> BatchRead:
+    """Await a store read, adding its wall time to ``stats.read_seconds``."""
+    t0 = time.perf_counter()
+    try:
+        return await read
+    finally:
+        stats.add(read_seconds=time.perf_counter() - t0)
+
+
 def _gpu_sync() -> None:
     """Wait for the work queued on this thread's current CuPy stream.
 
@@ -177,8 +196,8 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
 
     def start(b: np.ndarray) -> asyncio.Future[BatchRead]:
         keys = [units.keys[i] for i in b.tolist()]
-        return asyncio.ensure_future(
-            read_ranges(store, keys, units.starts[b], units.stops[b], src_device, size_hint))
+        return asyncio.ensure_future(_timed(
+            read_ranges(store, keys, units.starts[b], units.stops[b], src_device, size_hint)))
 
     pending = start(batches[0])
     try:
@@ -192,12 +211,14 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
             try:
                 args = (plan, units, b, batch, targets, drop_axes, fill, decoder, outer_present,
                         device)
+                t0 = time.perf_counter()
                 if staged <= _INLINE_DECODE_BYTES and len(b) <= _INLINE_DECODE_UNITS:
                     # A small batch decodes in well under a millisecond: cheaper here than a
                     # hop to a worker thread and back (the decode pool still helps).
                     _decode_scatter(*args)
                 else:
                     await asyncio.to_thread(_decode_scatter, *args)
+                stats.add(decode_seconds=time.perf_counter() - t0)
             finally:
                 stats.stage(-staged)
     finally:
@@ -391,8 +412,8 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
     n = len(keys)
     start, stop = index_request(layout)
     # The hint (the index's size) lets the store read one index per shard in a single pass.
-    idx = await read_ranges(store, keys, np.full(n, start, np.int64), np.full(n, stop, np.int64),
-                            "cpu", layout.index_nbytes)
+    idx = await _timed(read_ranges(store, keys, np.full(n, start, np.int64),
+                                   np.full(n, stop, np.int64), "cpu", layout.index_nbytes))
     stats.add(store_reads=1)
     offsets, nbytes, empty = parse_indexes(idx, keys, layout)
     outer_present[:] = np.asarray(idx.present, dtype=bool)

@@ -29,6 +29,14 @@ class PipelineStats(Counters):
     staging_bytes, peak_staging_bytes
         Encoded plus decoded bytes held right now, and the most held at once since the last
         :meth:`reset`.
+    fast_read_seconds
+        Wall time spent inside the fast path's ``read`` calls (what zarr does before calling
+        the pipeline, building one request per chunk, is not in it).
+    read_seconds
+        Wall time of the batched store reads (shard indexes included). Reads that run ahead
+        while a batch decodes overlap ``decode_seconds``.
+    decode_seconds
+        Wall time of decoding and scattering batches.
     """
 
     fast_reads: int = 0
@@ -39,6 +47,9 @@ class PipelineStats(Counters):
     chunks_decoded: int = 0
     staging_bytes: int = 0
     peak_staging_bytes: int = 0
+    fast_read_seconds: float = 0.0
+    read_seconds: float = 0.0
+    decode_seconds: float = 0.0
 
     def delegated(self, reason: str) -> None:
         """Count one delegated read and remember why."""
