@@ -63,6 +63,11 @@ def combine(paths: Sequence[Path]) -> str:
         if status[key] == "ok" and len(medians.get(key, ())) == len(runs):
             rec["median_s"] = statistics.median(medians[key])
             rec["runs"] = medians[key]
+            ours = medians.get((key[0], "gds_zarr"), [])
+            if len(ours) == len(runs):
+                # Each run's ratio pairs timings taken seconds apart, so it moves less with
+                # the machine's load than a ratio of medians taken from different runs.
+                rec["ratios"] = [t / g for t, g in zip(medians[key], ours, strict=True)]
         records.append(rec)
     add_derived(records, cases)
 
@@ -71,8 +76,10 @@ def combine(paths: Sequence[Path]) -> str:
     lines += [f"| `{Path(p).name}` | {run['meta']['title']} "
               f"| {run['meta']['summary'].get('load average', 'not recorded')} |"
               for p, run in zip(paths, runs, strict=True)]
-    lines += ["", "| case | reader | median of medians s | GB/s | each run's median s "
-              "| max/min | status |", "|---|---|---:|---:|---|---:|---|"]
+    lines += ["", "*vs gds_zarr*: the reader's time over gds_zarr's in the same run (above 1: "
+              "gds_zarr is faster), the median over the runs, then each run's.", "",
+              "| case | reader | median of medians s | GB/s | each run's median s "
+              "| max/min | vs gds_zarr | status |", "|---|---|---:|---:|---|---:|---|---|"]
     for r in records:
         if r["status"].startswith("n/a: GPU reader"):
             continue
@@ -81,8 +88,11 @@ def combine(paths: Sequence[Path]) -> str:
         each = ", ".join(f"{t:.4f}" for t in runs_s) or "—"
         med = f"{r['median_s']:.4f}" if "median_s" in r else "—"
         gbps = f"{r['gbps']:.3f}" if "gbps" in r else "—"
+        ratios = r.get("ratios", [])
+        vs = (f"{statistics.median(ratios):.2f}x ("
+              + ", ".join(f"{x:.2f}" for x in ratios) + ")") if ratios else "—"
         lines.append(f"| {r['case']} | {r['reader']} | {med} | {gbps} | {each} | {spread} "
-                     f"| {r['status']} |")
+                     f"| {vs} | {r['status']} |")
     lines += chunk_size_tables(records, cases)
     return "\n".join(lines) + "\n"
 
