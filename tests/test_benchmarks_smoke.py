@@ -170,6 +170,11 @@ def test_combine_takes_the_median_of_runs(tiny_run: tuple[subprocess.CompletedPr
     row = next(line for line in text.splitlines() if line.startswith("| sharded | zarr |"))
     assert f"| {2 * zr['median_s']:.4f} |" in row  # the middle of t, 2t, 3t
     assert "| 3.00 |" in row  # max/min
+    # Same-run ratios: every reader was scaled alike, so each run's ratio is the first run's.
+    first = data["results"]
+    gz = next(r for r in first if r["case"] == "sharded" and r["reader"] == "gds_zarr")
+    ratio = zr["median_s"] / gz["median_s"]
+    assert f"| {ratio:.2f}x ({ratio:.2f}, {ratio:.2f}, {ratio:.2f}) |" in row
     assert "### sharded, random windows" in text
     bad = {**data, "meta": {**data["meta"], "config": {**data["meta"]["config"], "size": 1}}}
     (tmp_path / "bad.json").write_text(json.dumps(bad))
