@@ -102,7 +102,7 @@ def _lz4_kernel() -> Kernel:
     string_at = ctypes.string_at
 
     def kernel(dst: int, cap: int, src: int, n: int) -> int:
-        if n < 4 or int.from_bytes(string_at(src, 4), "little") != cap:
+        if not 4 <= n <= _INT_MAX or int.from_bytes(string_at(src, 4), "little") != cap:
             return -1
         return int(decompress(src + 4, dst, n - 4, cap))
 
