@@ -85,7 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import gds_zarr
 
-    gds_zarr.enable(device="cpu")
     sized = {} if args.size is None else {"size": args.size}
     cfg = BenchConfig.quick_defaults(**sized) if args.quick else BenchConfig(**sized)
     cases = [c for c in select_cases(build_cases(cfg), args.cases.split(",")) if not c.store
@@ -93,15 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = ("| case | wall | zarr, before the pipeline | store reads | decode + scatter | rest "
               "| decode + scatter, 1 thread | store reads, 1 thread |")
     rows = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for case in cases:
-        path = ensure_dataset(case.dataset, args.data)
-        base = profile_case(case, path, args.repeat)
-        one_decoder = profile_case(case, path, args.repeat, decode_threads=1)
-        one_reader = profile_case(case, path, args.repeat, io_threads=1)
-        rows.append(f"| {case.name} | {_ms(base['wall'])} | {_ms(base['zarr'])} | "
-                    f"{_ms(base['reads'])} | {_ms(base['decode'])} | {_ms(base['rest'])} | "
-                    f"{_ms(one_decoder['decode'])} | {_ms(one_reader['reads'])} |")
-        print(rows[-1], flush=True)
+    with gds_zarr.enable(device="cpu"):  # restores zarr's config and the settings
+        for case in cases:
+            path = ensure_dataset(case.dataset, args.data)
+            base = profile_case(case, path, args.repeat)
+            one_decoder = profile_case(case, path, args.repeat, decode_threads=1)
+            one_reader = profile_case(case, path, args.repeat, io_threads=1)
+            rows.append(f"| {case.name} | {_ms(base['wall'])} | {_ms(base['zarr'])} | "
+                        f"{_ms(base['reads'])} | {_ms(base['decode'])} | {_ms(base['rest'])} | "
+                        f"{_ms(one_decoder['decode'])} | {_ms(one_reader['reads'])} |")
+            print(rows[-1], flush=True)
     now = dt.datetime.now()
     settings = gds_zarr.settings.as_dict()
     text = "\n".join([

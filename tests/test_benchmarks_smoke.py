@@ -288,12 +288,16 @@ def test_reader_sessions_restore_zarr_config(name: str) -> None:
 def test_profile_splits_the_read_time(tiny_run: tuple[subprocess.CompletedProcess[str], Path],
                                       capsys: pytest.CaptureFixture[str]) -> None:
     """``python -m benchmarks.profile``: one row per case, every part a number, written."""
+    import gds_zarr
     from benchmarks.profile import main
 
     _, out = tiny_run
     data = out.parent / "data"  # the tiny run's datasets: nothing new to write
+    before = (zarr.config.get("codec_pipeline.path"), gds_zarr.settings.as_dict())
     assert main(["--quick", "--size", "128", "--data", str(data), "--out", str(out),
                  "--repeat", "1", "--cases", "small-chunks,sharded"]) == 0
+    # It ran in this process: zarr's config and gds_zarr's settings are as they were.
+    assert (zarr.config.get("codec_pipeline.path"), gds_zarr.settings.as_dict()) == before
     written = sorted(out.glob("*_cpu_profile.md"))
     assert len(written) == 1
     rows = [line for line in written[0].read_text().splitlines()
