@@ -92,6 +92,10 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("io_threads", lambda: max(4, 2 * _cpu_count()), _parse_int,
                 "Threads issuing file reads on the CPU backend (open/pread/close run in them).",
                 "max(4, 2 x cores)"),
+        Setting("cold_io_threads", lambda: max(16, 4 * _cpu_count()), _parse_int,
+                "Threads reading a batch of small files that are not in the page cache (a "
+                "probe of each batch tells; they wait on the disk, not on the CPU).",
+                "max(16, 4 x cores)"),
         Setting("decode_threads", _cpu_count, _parse_int,
                 "Threads decoding chunks on the CPU (numcodecs releases the GIL).", "cores"),
         Setting("coalesce_max_gap", lambda: 64 << 10, parse_bytes,

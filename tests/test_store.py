@@ -179,6 +179,46 @@ def test_size_hint_changes_nothing_but_speed(store: GDSStore, hint: int,
     assert stats.bytes_read == sum(len(w or b"") for w in want)
 
 
+def _evict(paths: list[Path]) -> bool:
+    """Drop ``paths`` from the page cache; True if a RWF_NOWAIT read then finds one missing."""
+    os.sync()
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    fd = os.open(paths[0], os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:  # RWF_NOWAIT unsupported here
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs Linux RWF_NOWAIT")
+def test_files_not_in_the_page_cache_read_the_same(store: GDSStore) -> None:
+    """The probe's RWF_NOWAIT reads: a file on disk is read all the same, and counted."""
+    rng = np.random.default_rng(5)
+    payloads = {f"c/{i}": rng.bytes(int(rng.integers(1, 9000))) for i in range(100)}
+    for key, data in payloads.items():
+        _write(store.root, key, data)
+    keys = list(payloads)
+    if not _evict([store.root / k for k in keys]):
+        pytest.skip("this filesystem keeps the files cached (or has no RWF_NOWAIT)")
+    store.io_stats().reset()
+    got = store.read_batch(keys, device="cpu", size_hint=8192)  # some files overflow
+    assert _requests(got) == list(payloads.values())
+    assert store.io_stats().uncached >= 1
+    store.io_stats().reset()
+    store.read_batch(keys, device="cpu", size_hint=8192)  # now cached: the probe says so
+    assert store.io_stats().uncached == 0
+
+
 def test_size_hint_path_refuses_what_the_careful_path_refuses(store: GDSStore) -> None:
     (store.root / "c" / "d").mkdir(parents=True)
     _write(store.root, "c/ok", b"abc")

@@ -25,9 +25,10 @@ class IOStats:
     reads: int = 0          # read system calls / kvikio preads issued (after coalescing)
     bytes_read: int = 0
     requests: int = 0       # ranges asked for (before coalescing)
+    uncached: int = 0       # probe reads (RWF_NOWAIT) whose file was not in the page cache
 
     def reset(self) -> None:
-        self.files_opened = self.reads = self.bytes_read = self.requests = 0
+        self.files_opened = self.reads = self.bytes_read = self.requests = self.uncached = 0
 
 
 @dataclass(frozen=True, slots=True)
