@@ -1,4 +1,4 @@
-"""CPU decoder: numcodecs (and libzstd directly) over a batch of chunks, in a thread pool.
+"""CPU decoder: native kernels, else numcodecs, over a batch of chunks, in a thread pool.
 
 A one-step chain of zstd, LZ4, Blosc, gzip or zlib is decoded by a native kernel
 (:mod:`gds_zarr.decode._native`: the C function called through ctypes, per-thread state, straight
