@@ -5,11 +5,12 @@
 #
 # FIRST, on a machine with package access, at the repository root (fills .whl/, ~42 MB):
 #
-#   ../shared/gpu/wheels.sh tqdm hypothesis sortedcontainers pytest-timeout pyyaml typing-extensions
+#   ../shared/gpu/wheels.sh tqdm deflate hypothesis sortedcontainers pytest-timeout pyyaml typing-extensions
 #
 # (the GPU machine has cupy-cuda13x, cuda-toolkit, nvidia-cufile, numpy, pytest and tensorstore;
 # wheels.sh adds kvikio, nvCOMP, zarr, numcodecs, donfig, google-crc32c, msgspec, rapids-logger,
-# pytest-asyncio; the extras are: tqdm (gds_zarr), hypothesis + sortedcontainers (tests),
+# pytest-asyncio; the extras are: tqdm and deflate (gds_zarr; without deflate, gzip chunks decode
+# with Python's zlib), hypothesis + sortedcontainers (tests),
 # pytest-timeout (per-test guard), pyyaml (donfig's) and typing-extensions (zarr's and
 # numcodecs'), in case the machine lacks them. Optional test packages (xarray, pandas, dask,
 # distributed, nbclient, matplotlib, dask-cuda, zarrs) are left out: their tests skip and the
