@@ -12,6 +12,12 @@ from gpu_env import GPU_MODULES
 from gds_zarr._device import gpu_status
 from gds_zarr.store import GDSStore
 
+# benchmarks/ is a repository package, not installed with gds_zarr: make it importable however
+# pytest is started (``python -m pytest`` puts the cwd on sys.path, plain ``pytest`` does not).
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
 
 @pytest.fixture
 def fresh_gpu_status() -> Iterator[None]:

@@ -17,11 +17,7 @@ import numpy as np
 import pytest
 import zarr
 
-REPO = Path(__file__).resolve().parent.parent
-# benchmarks/ is a repository package, not installed with gds_zarr: make it importable however
-# pytest is started (``python -m pytest`` puts the cwd on sys.path, plain ``pytest`` does not).
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parent.parent  # on sys.path (tests/conftest.py)
 
 from benchmarks.cases import (
     ALL_CASES,

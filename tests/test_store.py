@@ -182,13 +182,9 @@ def test_size_hint_changes_nothing_but_speed(store: GDSStore, hint: int,
 def _evict(paths: list[Path]) -> bool:
     """Drop ``paths`` from the page cache; True if a RWF_NOWAIT read then finds the last one
     missing (not the first: such a read may start readahead, and the store probes the first)."""
-    os.sync()
-    for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+    from benchmarks.datasets import drop_page_cache
+
+    drop_page_cache(paths)
     fd = os.open(paths[-1], os.O_RDONLY)
     try:
         os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
