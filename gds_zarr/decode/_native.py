@@ -31,6 +31,7 @@ import numcodecs
 
 from gds_zarr.decode import _zstd_native
 from gds_zarr.decode._base import BytesStep
+from gds_zarr.decode._zstd_native import NativeHandle
 
 __all__ = ["Kernel", "kernel_for"]
 
@@ -120,28 +121,13 @@ def _blosc_kernel() -> Kernel:
     return kernel
 
 
-class _Deflater:
-    """One thread's libdeflate decompressor, freed with the thread's locals."""
-
-    __slots__ = ("lib", "ptr")
-
-    def __init__(self, lib: Any) -> None:
-        self.lib = lib
-        self.ptr = lib.libdeflate_alloc_decompressor()
-        if not self.ptr:
-            raise MemoryError("libdeflate_alloc_decompressor failed")
-
-    def __del__(self) -> None:
-        if self.ptr:
-            self.lib.libdeflate_free_decompressor(self.ptr)
-            self.ptr = None
-
-
 def _deflate_kernel(fmt: str) -> Kernel:
     lib = _libdeflate()
-    state: _Deflater | None = getattr(_local, "deflater", None)
-    if state is None:
-        state = _local.deflater = _Deflater(lib)
+    state: NativeHandle | None = getattr(_local, "deflater", None)
+    if state is None:  # one decompressor per thread, freed with the thread's locals
+        state = _local.deflater = NativeHandle(lib.libdeflate_alloc_decompressor,
+                                               lib.libdeflate_free_decompressor,
+                                               "libdeflate_alloc_decompressor")
     decompress = getattr(lib, f"libdeflate_{fmt}_decompress_ex")
     used, made = _sz(), _sz()
     used_p, made_p = ctypes.byref(used), ctypes.byref(made)

@@ -20,7 +20,8 @@ import ctypes
 import threading
 from typing import Any
 
-__all__ = ["ZstdError", "available", "decompress_into", "error_of", "thread_decompressor"]
+__all__ = ["NativeHandle", "ZstdError", "available", "decompress_into", "error_of",
+           "thread_decompressor"]
 
 _MIN_VERSION = 10400  # ZSTD_decompressDCtx and ZSTD_getErrorName are stable since 1.4.0
 
@@ -89,28 +90,39 @@ def available() -> bool:
     return _library() is not None
 
 
-class _DCtx:
-    """One thread's decompression context, freed with the thread's locals."""
+class NativeHandle:
+    """A C object one thread owns (a decompression context), freed with the thread's locals.
 
-    __slots__ = ("lib", "ptr")
+    Parameters
+    ----------
+    create, free
+        The C constructor (no arguments, returns a pointer) and destructor.
+    what
+        The constructor's name, for the error when it returns NULL.
+    """
 
-    def __init__(self, lib: Any) -> None:
-        self.lib = lib
-        self.ptr = lib.ZSTD_createDCtx()
+    __slots__ = ("free", "ptr")
+
+    def __init__(self, create: Any, free: Any, what: str) -> None:
+        self.free = free
+        self.ptr = create()
         if not self.ptr:
-            raise MemoryError("ZSTD_createDCtx failed")
+            raise MemoryError(f"{what} failed")
 
     def __del__(self) -> None:
         if self.ptr:
-            self.lib.ZSTD_freeDCtx(self.ptr)
+            self.free(self.ptr)
             self.ptr = None
 
 
-def _context() -> _DCtx:
-    ctx: _DCtx | None = getattr(_local, "dctx", None)
+def _context() -> int:
+    """This thread's ZSTD_DCtx pointer."""
+    ctx: NativeHandle | None = getattr(_local, "dctx", None)
     if ctx is None:
-        ctx = _local.dctx = _DCtx(_library())
-    return ctx
+        lib = _library()
+        ctx = _local.dctx = NativeHandle(lib.ZSTD_createDCtx, lib.ZSTD_freeDCtx,
+                                         "ZSTD_createDCtx")
+    return ctx.ptr  # type: ignore[no-any-return]
 
 
 def decompress_into(dst_ptr: int, dst_capacity: int, src_ptr: int, src_size: int) -> int:
@@ -136,9 +148,8 @@ def decompress_into(dst_ptr: int, dst_capacity: int, src_ptr: int, src_size: int
     ZstdError
         The frame is corrupt, or decodes to more than ``dst_capacity`` bytes.
     """
-    ctx = _context()
-    lib = ctx.lib
-    n = lib.ZSTD_decompressDCtx(ctx.ptr, dst_ptr, dst_capacity, src_ptr, src_size)
+    lib = _library()
+    n = lib.ZSTD_decompressDCtx(_context(), dst_ptr, dst_capacity, src_ptr, src_size)
     if lib.ZSTD_isError(n):
         raise ZstdError(lib.ZSTD_getErrorName(n).decode("ascii", "replace"))
     return int(n)
@@ -148,8 +159,7 @@ def thread_decompressor() -> tuple[Any, int]:
     """``(fn, ctx)`` for a tight loop in this thread: ``fn(ctx, dst, cap, src, size)`` is
     ``ZSTD_decompressDCtx`` itself; a result other than the expected size goes to
     :func:`error_of`. Call only after :func:`available` returned True."""
-    ctx = _context()
-    return ctx.lib.ZSTD_decompressDCtx, ctx.ptr
+    return _library().ZSTD_decompressDCtx, _context()
 
 
 def error_of(result: int) -> str | None:
