@@ -1,5 +1,5 @@
-"""A base for the thread-safe counters that tests and ``info`` read (pipeline, GPU decode,
-GPU scatter): fields with defaults, ``add`` and ``reset`` under one lock."""
+"""A base for the thread-safe counters that tests and ``info`` read (pipeline, I/O backends,
+GPU decode, GPU scatter): fields with defaults, ``add`` and ``reset`` under one lock."""
 
 from __future__ import annotations
 

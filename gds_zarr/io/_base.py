@@ -14,21 +14,21 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from gds_zarr._counters import Counters
+
 __all__ = ["BatchRead", "IOBackend", "IOStats"]
 
 
-@dataclass(slots=True)
-class IOStats:
-    """Counters an I/O backend keeps, so tests can count reads instead of timing them."""
+@dataclass
+class IOStats(Counters):
+    """Counters an I/O backend keeps, so tests can count reads instead of timing them (thread
+    safe: backends count with :meth:`add`)."""
 
     files_opened: int = 0
     reads: int = 0          # read system calls / kvikio preads issued (after coalescing)
     bytes_read: int = 0
     requests: int = 0       # ranges asked for (before coalescing)
     uncached: int = 0       # probe reads (RWF_NOWAIT) whose file was not in the page cache
-
-    def reset(self) -> None:
-        self.files_opened = self.reads = self.bytes_read = self.requests = self.uncached = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,7 +226,6 @@ class PosixIOBackend:
 
     def __init__(self) -> None:
         self.stats = IOStats()
-        self._stats_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return "PosixIOBackend()"
@@ -449,12 +448,8 @@ class PosixIOBackend:
             nbytes += sum(r[1] for r in done)
         sizes = np.array(sizes_l, dtype=np.int64)
         present = np.array(present_l, dtype=bool)
-        with self._stats_lock:
-            self.stats.files_opened += opened
-            self.stats.reads += int(np.count_nonzero(sizes))
-            self.stats.bytes_read += nbytes
-            self.stats.requests += n
-            self.stats.uncached += cold
+        self.stats.add(files_opened=opened, reads=int(np.count_nonzero(sizes)),
+                       bytes_read=nbytes, requests=n, uncached=cold)
         offsets = dest
         if overflow:
             # Files larger than their reservation (a hint that was too small): read them with
@@ -509,11 +504,7 @@ class PosixIOBackend:
             nbytes = self._phase2(plan, files, fds, sizes, data, resolve_link, cancel)
         finally:
             _close_all(fds[fds >= 0].tolist())
-        with self._stats_lock:
-            self.stats.files_opened += opened
-            self.stats.reads += plan.nreads
-            self.stats.bytes_read += nbytes
-            self.stats.requests += n
+        self.stats.add(files_opened=opened, reads=plan.nreads, bytes_read=nbytes, requests=n)
         return BatchRead(data=data, offsets=plan.request_dest, sizes=hi - lo,
                          present=present_file[file_of], device="cpu",
                          nbytes_staged=plan.total_size)

@@ -181,7 +181,6 @@ class KvikioIOBackend:
 
     def __init__(self) -> None:
         self.stats = IOStats()
-        self._stats_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return "KvikioIOBackend()"
@@ -249,11 +248,8 @@ class KvikioIOBackend:
             bounds = np.append(first[::window], plan.nreads).tolist()
             for a, b in itertools.pairwise(bounds):
                 opened += self._read_window(plan, a, b, stated, files, data)
-        with self._stats_lock:
-            self.stats.files_opened += opened
-            self.stats.reads += plan.nreads
-            self.stats.bytes_read += plan.total_size
-            self.stats.requests += n
+        self.stats.add(files_opened=opened, reads=plan.nreads, bytes_read=plan.total_size,
+                       requests=n)
         return BatchRead(data=data, offsets=plan.request_dest, sizes=hi - lo,
                          present=present_file[file_of], device="gpu",
                          nbytes_staged=plan.total_size)
