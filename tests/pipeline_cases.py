@@ -37,6 +37,26 @@ def make(path: str, data: np.ndarray, *, chunks: Any, write: Any = None, **kw: A
         z[sel] = data[sel]
 
 
+def v2_compressor(name: str | None) -> Any:
+    """The numcodecs compressor of a zarr v2 matrix case: "blosc", "zlib", "zstd" or None."""
+    import numcodecs
+
+    return {"blosc": numcodecs.Blosc(cname="lz4", shuffle=numcodecs.Blosc.BITSHUFFLE),
+            "zlib": numcodecs.Zlib(level=3), "zstd": numcodecs.Zstd(level=2),
+            None: None}[name]
+
+
+def budget_array(path: str, sharded: bool) -> np.ndarray:
+    """Write the memory-budget tests' array at ``path`` and return its data: 8 MiB of float32,
+    64x64 chunks, zstd, in 256x512 shards if ``sharded``."""
+    import zarr.codecs as zc
+
+    data = np.random.default_rng(0).standard_normal((1024, 2048)).astype("f4")
+    kw: dict[str, Any] = {"shards": (256, 512)} if sharded else {}
+    make(path, data, chunks=(64, 64), compressors=zc.ZstdCodec(level=1), **kw)
+    return data
+
+
 def sample_data(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
     """Random values of ``dtype`` covering its range; floats with a NaN every 7th element."""
     rng = np.random.default_rng(seed)

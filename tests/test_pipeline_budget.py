@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import tracemalloc
-import warnings
 from typing import Any
 
 import numpy as np
 import pytest
 import zarr
-import zarr.codecs as zc
+from pipeline_cases import budget_array
 from zarr.storage import LocalStore
 
 import gds_zarr
@@ -21,14 +20,8 @@ BUDGET = 1 << 20  # 1 MiB, for an 8 MiB array
 
 @pytest.mark.parametrize("sharded", [False, True])
 def test_read_larger_than_budget(tmp_path: Any, sharded: bool) -> None:
-    data = np.random.default_rng(0).standard_normal((1024, 2048)).astype("f4")  # 8 MiB
     path = str(tmp_path / "a.zarr")
-    kw: dict[str, Any] = {"shards": (256, 512)} if sharded else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        z = zarr.create_array(LocalStore(path), shape=data.shape, dtype="f4", chunks=(64, 64),
-                              compressors=zc.ZstdCodec(level=1), **kw)
-        z[...] = data
+    data = budget_array(path, sharded)  # 8 MiB
     with zarr.config.set({"codec_pipeline.path": PIPELINE_PATH}), \
             gds_zarr.settings.set(memory_budget=BUDGET):
         a = zarr.open_array(LocalStore(path), mode="r")

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import zarr
 import zarr.codecs as zc
-from pipeline_cases import DEFAULT, SELECTIONS, make, numcodecs_codec, sample_data
+from pipeline_cases import (
+    DEFAULT,
+    SELECTIONS,
+    make,
+    numcodecs_codec,
+    sample_data,
+    v2_compressor,
+)
 from zarr.storage import LocalStore
 
 from gds_zarr.pipeline import PIPELINE_PATH, stats
@@ -139,11 +146,7 @@ def test_sharding_with_shards_argument(tmp_path: Any) -> None:
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("compressor", ["blosc", "zlib", "zstd", None])
 def test_v2(tmp_path: Any, order: str, compressor: str | None) -> None:
-    import numcodecs
-
-    comp = {"blosc": numcodecs.Blosc(cname="lz4", shuffle=numcodecs.Blosc.BITSHUFFLE),
-            "zlib": numcodecs.Zlib(level=3), "zstd": numcodecs.Zstd(level=2),
-            None: None}[compressor]
+    comp = v2_compressor(compressor)
     for dtype in (">i4", "<f8"):
         data = sample_data((9, 10), dtype)
         path = str(tmp_path / f"a{dtype[1:]}.zarr")

@@ -31,9 +31,11 @@ from pipeline_cases import (
     DEFAULT,
     SELECTIONS,
     Select,
+    budget_array,
     make,
     numcodecs_codec,
     sample_data,
+    v2_compressor,
 )
 from zarr.storage import LocalStore
 
@@ -220,11 +222,7 @@ def test_sharding_with_shards_argument(tmp_path: Any) -> None:
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("compressor", ["blosc", "zlib", "zstd", None])
 def test_v2(tmp_path: Any, order: str, compressor: str | None) -> None:
-    import numcodecs
-
-    comp = {"blosc": numcodecs.Blosc(cname="lz4", shuffle=numcodecs.Blosc.BITSHUFFLE),
-            "zlib": numcodecs.Zlib(level=3), "zstd": numcodecs.Zstd(level=2),
-            None: None}[compressor]
+    comp = v2_compressor(compressor)
     # Little-endian only: a v2 ">i4" array has a big-endian *output* dtype, which CuPy cannot
     # hold (see test_v2_big_endian_output below).
     for dtype in ("<i4", "<f8"):
@@ -309,14 +307,8 @@ def test_streaming_within_device_budget(tmp_path: Any, sharded: bool) -> None:
     scratch memory is not in CuPy's pool) and prints it, bounded loosely: the pipeline tracks
     encoded plus decoded batch bytes, while the decoder holds a staging copy as well.
     """
-    data = np.random.default_rng(0).standard_normal((1024, 2048)).astype("f4")  # 8 MiB
     path = str(tmp_path / "a.zarr")
-    kw: dict[str, Any] = {"shards": (256, 512)} if sharded else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        z = zarr.create_array(LocalStore(path), shape=data.shape, dtype="f4", chunks=(64, 64),
-                              compressors=zc.ZstdCodec(level=1), **kw)
-        z[...] = data
+    data = budget_array(path, sharded)  # 8 MiB
     pool = cupy.get_default_memory_pool()
     peak = [0]
 
