@@ -47,7 +47,7 @@ from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
 from gds_zarr.planning.ranges import ReadPlan, plan_reads
 
-__all__ = ["PosixIOBackend", "group_requests", "resolve_ranges", "temp_path_for"]
+__all__ = ["PosixIOBackend", "group_requests", "not_a_file", "resolve_ranges", "temp_path_for"]
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: never hang on a FIFO
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
@@ -203,9 +203,14 @@ def _open_one(path: str, resolve_link: Callable[[str], str] | None) -> tuple[int
         raise ChunkReadError(path, f"fstat failed: {e.strerror or e}") from e
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise ChunkReadError(path, f"expected a regular file, found {kind}")
+        raise not_a_file(path, st.st_mode)
     return fd, st.st_size
+
+
+def not_a_file(path: str, mode: int) -> ChunkReadError:
+    """The error for a path that exists but is not a regular file (both backends)."""
+    kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    return ChunkReadError(path, f"expected a regular file, found {kind}")
 
 
 def _split(costs: np.ndarray, ntasks: int) -> list[tuple[int, int]]:

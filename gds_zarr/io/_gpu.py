@@ -31,7 +31,7 @@ import numpy as np
 from gds_zarr import settings
 from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
-from gds_zarr.io._cpu import group_requests, resolve_ranges, temp_path_for
+from gds_zarr.io._cpu import group_requests, not_a_file, resolve_ranges, temp_path_for
 from gds_zarr.planning.ranges import plan_reads
 
 __all__ = ["KvikioIOBackend", "handle_cache_limit"]
@@ -197,8 +197,7 @@ class KvikioIOBackend:
         except OSError as e:
             raise ChunkReadError(path, f"{e.strerror or e} (errno {e.errno})") from e
         if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise ChunkReadError(path, f"expected a regular file, found {kind}")
+            raise not_a_file(path, st.st_mode)
         if not os.access(path, os.R_OK):
             raise ChunkReadError(path, "permission denied")
         return path, st.st_size, _ident(st)
