@@ -20,8 +20,7 @@ import ctypes
 import threading
 from typing import Any
 
-__all__ = ["NativeHandle", "ZstdError", "available", "decompress_into", "error_of",
-           "thread_decompressor"]
+__all__ = ["NativeHandle", "ZstdError", "available", "decompress_into", "thread_decompressor"]
 
 _MIN_VERSION = 10400  # ZSTD_decompressDCtx and ZSTD_getErrorName are stable since 1.4.0
 
@@ -157,14 +156,6 @@ def decompress_into(dst_ptr: int, dst_capacity: int, src_ptr: int, src_size: int
 
 def thread_decompressor() -> tuple[Any, int]:
     """``(fn, ctx)`` for a tight loop in this thread: ``fn(ctx, dst, cap, src, size)`` is
-    ``ZSTD_decompressDCtx`` itself; a result other than the expected size goes to
-    :func:`error_of`. Call only after :func:`available` returned True."""
+    ``ZSTD_decompressDCtx`` itself (a result other than the expected size is an error code or
+    a wrong size). Call only after :func:`available` returned True."""
     return _library().ZSTD_decompressDCtx, _context()
-
-
-def error_of(result: int) -> str | None:
-    """libzstd's error name for a ``ZSTD_decompressDCtx`` result, or None if it is a size."""
-    lib = _library()
-    if lib.ZSTD_isError(result):
-        return str(lib.ZSTD_getErrorName(result).decode("ascii", "replace"))
-    return None
