@@ -22,14 +22,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from gds_zarr._batch import BatchRead
 from gds_zarr.decode import formats
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode._cpu import CpuDecoder
-from gds_zarr.decode.chain import ShardLayout
 from gds_zarr.errors import ChunkDecodeError, ShardIndexError
-from gds_zarr.io._base import BatchRead
 from gds_zarr.planning.ranges import plan_reads
-from gds_zarr.planning.shards import parse_indexes
+from gds_zarr.planning.shards import ShardLayout, parse_indexes
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

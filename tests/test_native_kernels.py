@@ -19,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gds_zarr._batch import BatchRead
 from gds_zarr.decode import _native
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode._cpu import CpuDecoder
 from gds_zarr.decode.formats import check_blosc, numpy_reader
 from gds_zarr.errors import ChunkDecodeError
-from gds_zarr.io._base import BatchRead
 
 CODECS: dict[str, tuple[str, Any]] = {
     "zstd": ("zstd", numcodecs.Zstd(level=3)),

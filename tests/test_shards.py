@@ -10,10 +10,9 @@ import zarr
 import zarr.codecs as zc
 from zarr.storage import LocalStore
 
-from gds_zarr.decode.chain import ShardLayout
+from gds_zarr._batch import BatchRead
 from gds_zarr.errors import ShardIndexError
-from gds_zarr.io._base import BatchRead
-from gds_zarr.planning.shards import EMPTY, index_request, inner_ranges, parse_indexes
+from gds_zarr.planning.shards import EMPTY, ShardLayout, index_request, inner_ranges, parse_indexes
 
 
 def _batch(blobs: list[bytes | None]) -> BatchRead:

@@ -21,12 +21,12 @@ if not gpu_status().usable:
 
 cupy = pytest.importorskip("cupy")
 
+from gds_zarr._batch import BatchRead
 from gds_zarr.decode import formats
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode._gpu import NvcompDecoder, device_adler32, device_crc32
 from gds_zarr.decode._scatter_gpu import _scatter_reference, scatter_chunks
 from gds_zarr.errors import ChunkDecodeError
-from gds_zarr.io._base import BatchRead
 from gds_zarr.planning.chunks import scatter_plan
 
 NBYTES = 64 * 64 * 4

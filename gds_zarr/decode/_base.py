@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from gds_zarr.io._base import BatchRead
+from gds_zarr._batch import BatchRead
 
 __all__ = ["BytesDecoder", "BytesStep", "StepKind"]
 

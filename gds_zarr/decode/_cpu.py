@@ -28,11 +28,11 @@ import numcodecs
 import numpy as np
 
 from gds_zarr import settings
+from gds_zarr._batch import BatchRead
 from gds_zarr.decode import _native, _zstd_native
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode.formats import check_blosc, numpy_reader
 from gds_zarr.errors import ChunkDecodeError
-from gds_zarr.io._base import BatchRead
 
 __all__ = ["CpuDecoder", "decode_pool"]
 

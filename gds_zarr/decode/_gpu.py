@@ -35,11 +35,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from gds_zarr._batch import BatchRead
 from gds_zarr._counters import Counters
 from gds_zarr.decode import formats
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.errors import ChunkDecodeError
-from gds_zarr.io._base import BatchRead
 
 __all__ = ["GPUDecodeStats", "NvcompDecoder", "gpu_decode_stats"]
 

@@ -24,6 +24,7 @@ import numcodecs
 import numpy as np
 
 from gds_zarr.decode._base import BytesStep, StepKind
+from gds_zarr.planning.shards import ShardLayout
 
 __all__ = ["ArrayStep", "ChainPlan", "ShardLayout", "Unsupported", "plan_chain"]
 
@@ -79,22 +80,6 @@ class ArrayStep:
         """
         arr = row.view(self.stored_dtype).reshape(self.stored_shape, order=self.order)
         return arr if self.axes is None else arr.transpose(self.axes)
-
-
-@dataclass(frozen=True, slots=True)
-class ShardLayout:
-    """What planning/shards.py needs to know about a ``sharding_indexed`` codec."""
-
-    chunk_shape: tuple[int, ...]
-    chunks_per_shard: tuple[int, ...]
-    index_location: Literal["start", "end"]
-    index_crc32c: bool
-
-    @property
-    def index_nbytes(self) -> int:
-        """Encoded size of the shard index: 16 bytes per inner chunk, plus 4 with crc32c."""
-        return 16 * int(np.prod(self.chunks_per_shard, dtype=np.int64)) + (
-            4 if self.index_crc32c else 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,12 @@ requests may share bytes of ``data``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from gds_zarr._batch import BatchRead
 from gds_zarr._counters import Counters
 
 __all__ = ["BatchRead", "IOBackend", "IOStats"]
@@ -29,37 +30,6 @@ class IOStats(Counters):
     bytes_read: int = 0
     requests: int = 0       # ranges asked for (before coalescing)
     uncached: int = 0       # probe reads (RWF_NOWAIT) whose file was not in the page cache
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRead:
-    """The result of one batched read.
-
-    Attributes
-    ----------
-    data
-        One contiguous 1-D uint8 array (``numpy.ndarray`` or ``cupy.ndarray``).
-    offsets, sizes
-        int64 arrays, one entry per request: where its bytes start in ``data`` and how many
-        there are (after clamping to the file size, as zarr's LocalStore clamps).
-    present
-        bool array, one entry per request: False where the key does not exist (its size is 0).
-    """
-
-    data: Any
-    offsets: np.ndarray
-    sizes: np.ndarray
-    present: np.ndarray
-    device: Literal["cpu", "gpu"] = "cpu"
-    nbytes_staged: int = field(default=0)
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def view(self, i: int) -> Any:
-        """Request ``i``'s bytes as a view into :attr:`data` (not a copy)."""
-        o = int(self.offsets[i])
-        return self.data[o : o + int(self.sizes[i])]
 
 
 class IOBackend(Protocol):

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import numpy as np
 
 from gds_zarr import settings
+from gds_zarr._batch import BatchRead
 from gds_zarr.decode.chain import ChainPlan
-from gds_zarr.io._base import BatchRead
 from gds_zarr.pipeline._stats import stats
 from gds_zarr.pipeline._storeio import read_ranges
 from gds_zarr.planning.chunks import ReadUnits, scatter_plan, split_by_budget

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gds_zarr.io._base import BatchRead
+from gds_zarr._batch import BatchRead
 
 __all__ = ["byte_request", "pack_buffers", "read_ranges"]
 

@@ -10,19 +10,34 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numcodecs
 import numpy as np
 
-from gds_zarr.decode.chain import ShardLayout
+from gds_zarr._batch import BatchRead
 from gds_zarr.errors import ShardIndexError
-from gds_zarr.io._base import BatchRead
 
-__all__ = ["EMPTY", "InnerSlices", "index_request", "inner_ranges", "inner_slices",
+__all__ = ["EMPTY", "InnerSlices", "ShardLayout", "index_request", "inner_ranges", "inner_slices",
            "parse_indexes"]
 
 EMPTY = np.uint64(2**64 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLayout:
+    """A ``sharding_indexed`` codec as planning sees it (``decode/chain.py`` builds it)."""
+
+    chunk_shape: tuple[int, ...]
+    chunks_per_shard: tuple[int, ...]
+    index_location: Literal["start", "end"]
+    index_crc32c: bool
+
+    @property
+    def index_nbytes(self) -> int:
+        """Encoded size of the shard index: 16 bytes per inner chunk, plus 4 with crc32c."""
+        return 16 * int(np.prod(self.chunks_per_shard, dtype=np.int64)) + (
+            4 if self.index_crc32c else 0)
 
 
 def index_request(layout: ShardLayout) -> tuple[int, int]:
