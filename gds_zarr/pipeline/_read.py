@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -19,10 +19,11 @@ import numpy as np
 from gds_zarr import settings
 from gds_zarr._batch import BatchRead
 from gds_zarr.decode.chain import ChainPlan
+from gds_zarr.pipeline._shard_index import read_shard_indexes
 from gds_zarr.pipeline._stats import stats
-from gds_zarr.pipeline._storeio import read_ranges
+from gds_zarr.pipeline._storeio import read_ranges, timed
 from gds_zarr.planning.chunks import ReadUnits, scatter_plan, split_by_budget
-from gds_zarr.planning.shards import index_request, inner_slices, parse_indexes
+from gds_zarr.planning.shards import inner_slices
 
 __all__ = ["Unhandled", "fast_read"]
 
@@ -165,15 +166,6 @@ async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
     return outer_present.tolist()
 
 
-async def _timed(read: Coroutine[Any, Any, BatchRead]) -> BatchRead:
-    """Await a store read, adding its wall time to ``stats.read_seconds``."""
-    t0 = time.perf_counter()
-    try:
-        return await read
-    finally:
-        stats.add(read_seconds=time.perf_counter() - t0)
-
-
 def _gpu_sync() -> None:
     """Wait for the work queued on this thread's current CuPy stream.
 
@@ -196,7 +188,7 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
 
     def start(b: np.ndarray) -> asyncio.Future[BatchRead]:
         keys = [units.keys[i] for i in b.tolist()]
-        return asyncio.ensure_future(_timed(
+        return asyncio.ensure_future(timed(
             read_ranges(store, keys, units.starts[b], units.stops[b], src_device, size_hint)))
 
     pending = start(batches[0])
@@ -409,14 +401,7 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
 
     layout = plan.shard
     assert layout is not None
-    n = len(keys)
-    start, stop = index_request(layout)
-    # The hint (the index's size) lets the store read one index per shard in a single pass.
-    idx = await _timed(read_ranges(store, keys, np.full(n, start, np.int64),
-                                   np.full(n, stop, np.int64), "cpu", layout.index_nbytes))
-    stats.add(store_reads=1)
-    offsets, nbytes, empty = parse_indexes(idx, keys, layout)
-    outer_present[:] = np.asarray(idx.present, dtype=bool)
+    offsets, nbytes, empty, outer_present[:] = await read_shard_indexes(store, keys, layout)
     shard_shape = tuple(int(s) for s in batch_info[0][1].shape)
     grid = _shard_grid(shard_shape, layout.chunk_shape)
     xp = _xp("gpu" if not isinstance(out_arr, np.ndarray) else "cpu")

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Coroutine, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from gds_zarr._batch import BatchRead
 
-__all__ = ["byte_request", "pack_buffers", "read_ranges"]
+__all__ = ["byte_request", "is_gds_store", "pack_buffers", "read_ranges", "timed"]
 
 
 def _gds_store_class() -> type | None:
@@ -21,6 +22,23 @@ def _gds_store_class() -> type | None:
     except ImportError:
         return None
     return GDSStore  # type: ignore[no-any-return]
+
+
+def is_gds_store(store: Any) -> bool:
+    """Whether ``store`` is a :class:`~gds_zarr.GDSStore` (batched reads, file identities)."""
+    gds = _gds_store_class()
+    return gds is not None and isinstance(store, gds)
+
+
+async def timed(read: Coroutine[Any, Any, BatchRead]) -> BatchRead:
+    """Await a store read, adding its wall time to ``stats.read_seconds``."""
+    from gds_zarr.pipeline._stats import stats
+
+    t0 = time.perf_counter()
+    try:
+        return await read
+    finally:
+        stats.add(read_seconds=time.perf_counter() - t0)
 
 
 def byte_request(start: int, stop: int) -> Any:
@@ -86,8 +104,7 @@ async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops
     size_hint
         Expected size of a whole value (see ``GDSStore.read_batch``).
     """
-    gds = _gds_store_class()
-    if gds is not None and isinstance(store, gds):
+    if is_gds_store(store):
         if _small(starts, stops):
             # A few small ranges (shard indexes, a window's inner chunks) take tens of
             # microseconds: less than a hop to a worker thread and back, so they run inline.

@@ -40,6 +40,7 @@ from gds_zarr._device import resolve_device
 from gds_zarr.errors import ChunkReadError, InvalidKeyError, ReadOnlyError
 from gds_zarr.io._base import BatchRead, IOBackend, IOStats
 from gds_zarr.io._cpu import PosixIOBackend, is_temp_name
+from gds_zarr.planning.index_cache import shard_index_cache
 from gds_zarr.store._keys import KeyResolver
 
 if TYPE_CHECKING:
@@ -411,6 +412,27 @@ class GDSStore(Store):
             return None
         return st
 
+    def file_identities(self, keys: Sequence[str]) -> list[tuple[str, int, int, int, int] | None]:
+        """``(path, st_dev, st_ino, st_size, st_mtime_ns)`` of each key's file, None if missing.
+
+        What the shard-index cache keys on: a file rewritten by anyone (atomically, as
+        ``set`` does, or in place) gets a new identity, so a cached index never outlives it.
+        One ``stat`` per key, far cheaper than reading an index.
+        """
+        self._ensure_open_sync()
+        out: list[tuple[str, int, int, int, int] | None] = []
+        for path in self._keys.paths(list(keys)):
+            try:
+                st = os.stat(path)  # follows links; resolved paths stay inside the root
+            except (FileNotFoundError, NotADirectoryError):
+                out.append(None)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                out.append(None)  # the read itself reports what is wrong with it
+                continue
+            out.append((path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        return out
+
     def _exists(self, key: str) -> bool:
         st = self._stat(key)
         return st is not None and stat.S_ISREG(st.st_mode)
@@ -445,6 +467,7 @@ class GDSStore(Store):
                             f"instance of {type(value)} instead.")
         self._ensure_open_sync()
         path = self._keys.path(key)
+        shard_index_cache.drop_path(path)  # the file is replaced: its cached index is garbage
         array = value.as_array_like()
         if hasattr(array, "__cuda_array_interface__") and not hasattr(array, "__array_interface__"):
             if resolve_device("auto") == "gpu":
@@ -476,6 +499,8 @@ class GDSStore(Store):
     def _delete(self, key: str) -> None:
         self._check_writable()
         path = self._keys.path(key)
+        shard_index_cache.drop_path(path)
+        shard_index_cache.drop_prefix(path + "/")
         try:
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -503,6 +528,7 @@ class GDSStore(Store):
         if not rel:
             self._clear()
             return
+        shard_index_cache.drop_prefix(path.rstrip("/") + "/")
         try:
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -519,6 +545,7 @@ class GDSStore(Store):
 
     def _clear(self) -> None:
         self._check_writable()
+        shard_index_cache.drop_prefix(self._keys.root + "/")
         try:
             entries = list(os.scandir(self.root))
         except FileNotFoundError:
