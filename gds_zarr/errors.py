@@ -8,10 +8,12 @@ already catch for that kind of failure (``ValueError`` for bad input, ``OSError`
 from __future__ import annotations
 
 __all__ = [
+    "CUDAContextError",
     "ChunkDecodeError",
     "ChunkReadError",
     "DeviceUnavailableError",
     "GDSZarrError",
+    "GPUDecodeError",
     "InvalidKeyError",
     "ReadOnlyError",
     "ShardIndexError",
@@ -80,3 +82,37 @@ class ShardIndexError(ChunkDecodeError):
 
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(key, "sharding_indexed", reason)
+
+
+class GPUDecodeError(GDSZarrError, RuntimeError):
+    """nvCOMP failed on a batch in a way that is not a refusal of valid input (an API error, a
+    broken installation): not hidden behind a CPU fallback.
+
+    Attributes
+    ----------
+    key : str
+        The first key of the batch.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"GPU decode failed on the batch starting at chunk {key!r}: {reason}")
+
+
+class CUDAContextError(GDSZarrError, RuntimeError):
+    """A sticky CUDA error (e.g. ``cudaErrorIllegalAddress``): the CUDA context of the process is
+    no longer usable, so nothing more can run on that device, the CPU fallback's copies included.
+    Restart the process; reading with ``device="cpu"`` avoids the device altogether.
+
+    Attributes
+    ----------
+    key : str
+        The first key of the batch that was being decoded when the error surfaced.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"the CUDA context is no longer usable: {reason} (while decoding the "
+                         f"batch starting at chunk {key!r}); restart the process")

@@ -8,18 +8,32 @@ For a batch of chunks that share a codec chain (``crc32c`` and at most one of ``
 2. verifies ``crc32c`` trailers with a CuPy kernel (one thread per 4 KiB segment, the segments'
    CRCs combined per chunk in GF(2): see ``formats.crc_segments_reference``);
 3. decodes all chunks in ONE ``Codec.decode`` call: ``nvcomp.as_arrays(buffer, offsets, sizes)``
-   carves the inputs out of one device buffer (re-packed at the codec's alignment by a gather
-   kernel when the read offsets are not aligned), and ``out=`` carves one preallocated CuPy
-   staging buffer, one fixed-size slot per chunk;
+   carves the inputs out of one device buffer, where they were read when every entry is aligned
+   (:mod:`gds_zarr.planning.staging` lays reads out so), else from one packed copy; ``out=``
+   carves one preallocated CuPy staging buffer, one fixed-size slot per chunk, which is the
+   returned rows themselves when the decoded size is a multiple of the alignment. LZ4, Deflate
+   and Gzip get a decompression config built from the known decoded sizes, so nvCOMP does not
+   walk every stream once to size it;
 4. checks every decoded size (``BatchArray.buffer_sizes``) and, where the format carries one,
    the checksum of the decoded bytes (gzip: CRC-32; zlib: Adler-32) with the same kernels.
 
 Chunks whose valid input nvCOMP should not be given (a zstd frame without a content size, a
 skippable frame, an over-long gzip header field) and chains it cannot decode at all (blosc, other
 numcodecs codecs) are decoded on the host by :class:`~gds_zarr.decode._cpu.CpuDecoder` and copied
-to the device. If nvCOMP raises for a batch, the batch is decoded on the host instead, so the
-answer is the CPU's (the data, or a :class:`~gds_zarr.errors.ChunkDecodeError` naming the key).
-What this cannot detect is written down in ``docs/gpu_decode.md``.
+to the device.
+
+Failures of nvCOMP itself are sorted (:func:`classify_failure`): an expected *refusal* (a size
+or batch limit, a feature it does not support, a full device) sends those chunks to the CPU,
+counted in :data:`gpu_decode_stats` and logged once per read; a *sticky CUDA error* (an illegal
+address and the like: the context is dead) raises :class:`~gds_zarr.errors.CUDAContextError`
+once and every later batch on that device raises it again at once, without launching anything;
+anything else raises :class:`~gds_zarr.errors.GPUDecodeError` naming the batch's first key.
+Building the ``nvcomp.Codec`` follows the same rules. What the GPU cannot detect is written
+down in ``docs/gpu_decode.md``.
+
+Everything runs on the CuPy device and stream current in the calling thread: codecs are kept
+per (algorithm, device, stream) and thread, checksum tables per device. nvCOMP's scratch memory
+comes from CuPy's pool (``nvcomp.set_device_allocator``), so CuPy can free cached blocks for it.
 
 CuPy and nvCOMP are imported lazily: importing this module needs neither.
 """
@@ -28,10 +42,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -39,12 +55,14 @@ from gds_zarr._batch import BatchRead
 from gds_zarr._counters import Counters
 from gds_zarr.decode import formats
 from gds_zarr.decode._base import BytesStep
-from gds_zarr.errors import ChunkDecodeError
+from gds_zarr.errors import ChunkDecodeError, CUDAContextError, GDSZarrError, GPUDecodeError
+from gds_zarr.planning import staging
 
-__all__ = ["GPUDecodeStats", "NvcompDecoder", "gpu_decode_stats"]
+__all__ = ["GPUDecodeStats", "NvcompDecoder", "classify_failure", "gpu_decode_stats"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,7 +80,13 @@ class GPUDecodeStats(Counters):
         Chunks it decoded on the host instead (chains nvCOMP cannot run, inputs it must not be
         given, or a batch nvCOMP refused).
     nvcomp_failures
-        Batches nvCOMP raised for (each then decoded on the host).
+        nvCOMP calls that refused their batch (its chunks then decoded on the host).
+    refused_chunks
+        Chunks those refusals sent to the host (also counted in ``cpu_chunks``).
+    repacked_chunks, repacked_bytes
+        Decode inputs copied into an aligned buffer first (not aligned where they were read).
+    rows_in_place
+        nvCOMP calls whose output slots were the returned rows (no copy after the decode).
     """
 
     nvcomp_calls: int = 0
@@ -70,6 +94,10 @@ class GPUDecodeStats(Counters):
     device_chunks: int = 0
     cpu_chunks: int = 0
     nvcomp_failures: int = 0
+    refused_chunks: int = 0
+    repacked_chunks: int = 0
+    repacked_bytes: int = 0
+    rows_in_place: int = 0
 
 
 gpu_decode_stats = GPUDecodeStats()
@@ -80,7 +108,33 @@ _CHECKS = {"zstd": formats.check_zstd, "gzip": formats.check_gzip, "zlib": forma
            "lz4": formats.check_lz4}
 _SEGMENT = 4096   # bytes per checksum thread
 _THREADS = 256
-_ALIGN = 16       # used when nvCOMP does not say (its documented safe choice)
+# nvCOMP walks every RAW LZ4 / Deflate / Gzip stream once to size it unless told the sizes.
+_KNOWN_SIZE_CONFIG = frozenset({"LZ4", "Deflate", "Gzip"})
+
+# CUDA errors after which the context is unusable for the rest of the process (CUDA runtime
+# API, cudaError_t): every later call on the device returns the same error.
+_STICKY_CUDA = {
+    214: "cudaErrorECCUncorrectable", 700: "cudaErrorIllegalAddress",
+    702: "cudaErrorLaunchTimeout", 710: "cudaErrorAssert", 714: "cudaErrorHardwareStackError",
+    715: "cudaErrorIllegalInstruction", 716: "cudaErrorMisalignedAddress",
+    717: "cudaErrorInvalidAddressSpace", 718: "cudaErrorInvalidPc", 719: "cudaErrorLaunchFailure",
+}
+_CODE = re.compile(r"\bcode=(\d+)")
+# The same errors as their messages (cudaGetErrorString), for exceptions that carry only text
+# (nvCOMP: "Encountered Cuda Error from previous asynchronous launches: <message>").
+_STICKY_TEXT = (
+    *_STICKY_CUDA.values(), "an illegal memory access was encountered",
+    "an illegal instruction was encountered", "misaligned address",
+    "unspecified launch failure", "device-side assert triggered",
+    "the launch timed out and was terminated", "uncorrectable ecc error",
+    "hardware stack error", "invalid program counter",
+)
+# nvCOMP's refusals of valid input, by message (libnvcomp 6.0 strings): limits on chunk and
+# batch sizes, unsupported features, output slots too small. They send chunks to the CPU.
+_REFUSAL_TEXT = (
+    "must not exceed", "exceeds the maximum", "maximum chunk size", "maximum allowed",
+    "too large", "too small to hold", "not supported", "out of memory",
+)
 
 _KERNELS = r"""
 __device__ __forceinline__ unsigned int gdsz_mulmod(unsigned int a, unsigned int b,
@@ -162,11 +216,141 @@ def _kernel(name: str) -> Any:
     return cupy.RawKernel(_KERNELS, name)
 
 
-@functools.cache
 def _crc_tables(poly: int) -> tuple[Any, Any]:
+    """The CRC lookup and shift tables of ``poly`` on the current device."""
     import cupy
 
-    return cupy.asarray(formats.crc_table(poly)), cupy.asarray(formats.crc_shift_table(poly))
+    return _crc_tables_on(poly, cupy.cuda.Device().id)
+
+
+@functools.cache
+def _crc_tables_on(poly: int, device: int) -> tuple[Any, Any]:
+    import cupy
+
+    with cupy.cuda.Device(device):
+        return cupy.asarray(formats.crc_table(poly)), cupy.asarray(formats.crc_shift_table(poly))
+
+
+Failure = Literal["refused", "sticky", "error"]
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    """``e`` and the exceptions it was raised from or during (cycles cut)."""
+    seen: list[BaseException] = []
+    cur: BaseException | None = e
+    while cur is not None and all(cur is not x for x in seen):
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+def sticky_reason(e: BaseException) -> str | None:
+    """The sticky CUDA error ``e`` reports (by CuPy's ``status`` or by its text), else None."""
+    for x in _chain(e):
+        status = getattr(x, "status", None)
+        if not isinstance(status, int):
+            # nvCOMP's text: "CUDA Runtime API failure: <cudaGetErrorString> : code=<n>".
+            m = _CODE.search(str(x))
+            status = int(m.group(1)) if m else None
+        if status in _STICKY_CUDA:
+            return f"{_STICKY_CUDA[status]} ({type(x).__name__}: {x})"
+        text = str(x).lower()
+        if any(t.lower() in text for t in _STICKY_TEXT):
+            return f"{type(x).__name__}: {x}"
+    return None
+
+
+def classify_failure(e: BaseException) -> Failure:
+    """Sort an exception raised by nvCOMP (or by building its codec).
+
+    Returns
+    -------
+    {"refused", "sticky", "error"}
+        ``"sticky"``: a CUDA error that leaves the context unusable; ``"refused"``: nvCOMP
+        declined valid work (a size or batch limit, an unsupported feature, no memory left), so
+        the chunks go to the CPU; ``"error"``: anything else (wrong call, broken install).
+    """
+    if sticky_reason(e) is not None:
+        return "sticky"
+    if isinstance(e, MemoryError):  # CuPy's OutOfMemoryError too
+        return "refused"
+    if isinstance(e, ValueError | RuntimeError) and not isinstance(e, GDSZarrError):
+        text = str(e).lower()
+        if any(t in text for t in _REFUSAL_TEXT):
+            return "refused"
+    return "error"
+
+
+def _probe_context() -> str | None:
+    """None while the current device's context works, else the sticky error it now returns.
+
+    Run after a failure: a fault inside nvCOMP may surface only at the next synchronization,
+    so the stream is synchronized here rather than by the CPU fallback's first copy.
+    """
+    import cupy
+
+    try:
+        cupy.cuda.get_current_stream().synchronize()
+    except Exception as e:  # noqa: BLE001 - CUDARuntimeError or nvCOMP's own: sorted below
+        return sticky_reason(e)
+    return None
+
+
+_DEAD_LOCK = threading.Lock()
+_DEAD: dict[int, str] = {}  # device id -> the sticky error that killed its context
+
+
+def _mark_dead(device: int, reason: str, key: str) -> CUDAContextError:
+    """Record that ``device``'s context is dead; log it once; the error to raise."""
+    with _DEAD_LOCK:
+        first = device not in _DEAD
+        _DEAD.setdefault(device, reason)
+        reason = _DEAD[device]
+    if first:
+        log.error("the CUDA context of device %d is no longer usable: %s (decoding the batch "
+                  "starting at chunk %r); every later GPU read in this process will fail",
+                  device, reason, key)
+    return CUDAContextError(key, f"device {device}: {reason}")
+
+
+def _check_alive(device: int, key: str) -> None:
+    with _DEAD_LOCK:
+        reason = _DEAD.get(device)
+    if reason is not None:
+        raise CUDAContextError(key, f"device {device}: {reason} (reported earlier in this process)")
+
+
+_ALLOCATOR_LOCK = threading.Lock()
+_ALLOCATOR_SET = False
+
+
+def _cupy_allocation(nbytes: int, stream: Any) -> Any:
+    """nvCOMP's device allocations from CuPy's pool (on the current device and stream).
+
+    gds_zarr builds every codec on the calling thread's current CuPy stream and calls it from
+    that thread, so the current stream is nvCOMP's ``stream``. CuPy's pool reuses a freed block
+    only on the stream it was allocated on: a block nvCOMP frees is not handed out again before
+    nvCOMP's work on that stream is done.
+    """
+    import cupy
+
+    return cupy.cuda.alloc(int(nbytes))  # a MemoryPointer: ``.ptr``; freed when dropped
+
+
+def _route_nvcomp_allocations() -> None:
+    """Once per process: ``nvcomp.set_device_allocator`` to CuPy's pool (kept if refused)."""
+    global _ALLOCATOR_SET
+    with _ALLOCATOR_LOCK:
+        if _ALLOCATOR_SET:
+            return
+        _ALLOCATOR_SET = True
+        try:
+            from nvidia import nvcomp
+
+            nvcomp.set_device_allocator(_cupy_allocation)
+        except Exception as e:  # noqa: BLE001 - nvCOMP keeps its own pool: slower, still right
+            log.warning("nvCOMP's allocations stay in its own pool (set_device_allocator: "
+                        "%s: %s)", type(e).__name__, e)
 
 
 def _dev(a: np.ndarray) -> Any:
@@ -241,6 +425,36 @@ def _gather(data: Any, starts: np.ndarray, sizes: np.ndarray, dst: Any,
             data, _dev(starts), dst, _dev(dst_offsets), _dev(sizes)))
 
 
+def _nvcomp_codec(algorithm: str, device_id: int, cuda_stream: int) -> Any:
+    """A RAW ``nvcomp.Codec``: the bytes CPU libraries wrote (NVCOMP_NATIVE adds a header)."""
+    from nvidia import nvcomp
+
+    return nvcomp.Codec(algorithm=algorithm, device_id=device_id, cuda_stream=cuda_stream,
+                        bitstream_kind=nvcomp.BitstreamKind.RAW)
+
+
+class _Refused(Exception):
+    """nvCOMP refused a call (see :func:`classify_failure`); its chunks go to the CPU."""
+
+
+class _LogOnce:
+    """Remembers the last few reads a refusal was logged for, so each read logs once."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[Any, None] = OrderedDict()
+        self._size = size
+
+    def first(self, token: Any) -> bool:
+        with self._lock:
+            if token in self._seen:
+                return False
+            self._seen[token] = None
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+            return True
+
+
 class NvcompDecoder:
     """Decode batches of chunks on the GPU with nvCOMP (see the module docstring).
 
@@ -248,40 +462,76 @@ class NvcompDecoder:
     ----------
     cpu
         The host decoder for fallbacks (default: a new ``CpuDecoder``).
+    codec_factory
+        ``codec_factory(algorithm, device_id, cuda_stream)`` returns an nvCOMP codec; default a
+        RAW ``nvcomp.Codec``. Tests pass a failing stand-in to check how failures are sorted.
+    probe
+        Called after a failure: None while the CUDA context works, else the sticky error it
+        returns now. Default: synchronize the current stream.
     """
 
     device: Literal["cpu", "gpu"] = "gpu"
 
-    def __init__(self, cpu: Any = None) -> None:
+    def __init__(self, cpu: Any = None, *,
+                 codec_factory: Callable[[str, int, int], Any] | None = None,
+                 probe: Callable[[], str | None] | None = None) -> None:
         if cpu is None:
             from gds_zarr.decode._cpu import CpuDecoder
 
             cpu = CpuDecoder()
         self._cpu = cpu
-        self._local = threading.local()  # nvcomp.Codec objects are per thread
+        self._codec_factory = codec_factory or _nvcomp_codec
+        self._probe = probe or _probe_context
+        self._local = threading.local()  # nvCOMP codecs are per thread
+        self._logged = _LogOnce()
 
     def supports(self, steps: Sequence[BytesStep]) -> bool:
         """True when every step runs on the GPU: crc32c steps and at most one compressor."""
         kinds = [s.kind for s in steps]
         return all(k in _GPU_KINDS for k in kinds) and sum(k in _COMPRESSORS for k in kinds) <= 1
 
-    def _codec(self, algorithm: str) -> Any:
-        """One ``nvcomp.Codec`` per (algorithm, device, stream) and thread, created once."""
-        import cupy
-        from nvidia import nvcomp
-
-        stream = cupy.cuda.get_current_stream()
-        key = (algorithm, cupy.cuda.Device().id, stream.ptr)
+    def _codec(self, algorithm: str, device: int, stream: int) -> Any:
+        """One codec per (algorithm, device, stream) and thread, created once."""
         cache: dict[tuple[str, int, int], Any] = self._local.__dict__.setdefault("codecs", {})
+        key = (algorithm, device, stream)
         if key not in cache:
-            # RAW: the bytes CPU libraries wrote (the default, NVCOMP_NATIVE, adds a header).
-            cache[key] = nvcomp.Codec(algorithm=algorithm, device_id=key[1], cuda_stream=key[2],
-                                      bitstream_kind=nvcomp.BitstreamKind.RAW)
+            cache[key] = self._codec_factory(algorithm, device, stream)
         return cache[key]
 
+    def _call_nvcomp(self, algorithm: str, device: int, stream: int, key: str,
+                     call: Callable[[Any], T]) -> T:
+        """``call(codec)`` with the codec for (algorithm, device, stream), failures sorted.
+
+        Raises
+        ------
+        _Refused
+            nvCOMP refused (building the codec or the call): the caller decodes on the CPU.
+        CUDAContextError
+            A sticky CUDA error, seen in the exception or by the probe afterwards.
+        GPUDecodeError
+            Anything else, naming ``key`` (the batch's first chunk), chained to the original.
+        """
+        _check_alive(device, key)
+        try:
+            return call(self._codec(algorithm, device, stream))
+        except GDSZarrError:
+            raise
+        except Exception as e:  # sorted below; nothing is swallowed
+            kind = classify_failure(e)
+            reason = sticky_reason(e) if kind == "sticky" else self._probe()
+            if reason is not None:  # a fault may surface only at the next synchronization
+                raise _mark_dead(device, reason, key) from e
+            if kind == "refused":
+                raise _Refused(f"nvCOMP {algorithm} refused: {type(e).__name__}: {e}") from e
+            raise GPUDecodeError(key, f"nvCOMP {algorithm}: {type(e).__name__}: {e}") from e
+
     def decode_batch(self, steps: Sequence[BytesStep], src: BatchRead, index: np.ndarray,
-                     decoded_nbytes: int, keys: Sequence[str]) -> Any:
+                     decoded_nbytes: int, keys: Sequence[str], *,
+                     read_id: Any = None) -> Any:
         """Decode chunks ``index`` of ``src`` into a ``(len(index), decoded_nbytes)`` CuPy array.
+
+        Runs on the device that holds ``src`` (a host ``src``: the current device) and on the
+        calling thread's current CuPy stream.
 
         Parameters
         ----------
@@ -295,6 +545,9 @@ class NvcompDecoder:
             Size of every decoded chunk.
         keys
             Store key of every request of ``src``.
+        read_id
+            Any hashable token of the read this batch belongs to: an nvCOMP refusal is logged
+            at WARNING once per read (None: once per batch).
 
         Returns
         -------
@@ -305,6 +558,10 @@ class NvcompDecoder:
         ------
         ChunkDecodeError
             A chunk that fails a check or a codec, naming its key.
+        GPUDecodeError
+            nvCOMP failed in a way that is not a refusal, naming the batch's first key.
+        CUDAContextError
+            The CUDA context is no longer usable (a sticky error, now or earlier).
         """
         import cupy
 
@@ -312,26 +569,42 @@ class NvcompDecoder:
         n = len(index)
         if n == 0:
             return cupy.empty((0, decoded_nbytes), cupy.uint8)
+        device = src.data.device if isinstance(src.data, cupy.ndarray) else cupy.cuda.Device()
+        row_keys = [keys[int(i)] for i in index]
+        with device:
+            _check_alive(device.id, row_keys[0])
+            try:
+                return self._decode_on_device(steps, src, index, decoded_nbytes, row_keys,
+                                              read_id)
+            except GDSZarrError:
+                raise
+            except Exception as e:
+                # A kernel of ours (a checksum, a gather, the fallback's copies) met a dead
+                # context: say so once, not as a raw CUDARuntimeError.
+                reason = sticky_reason(e)
+                if reason is None:
+                    raise
+                raise _mark_dead(device.id, reason, row_keys[0]) from e
+
+    def _decode_on_device(self, steps: Sequence[BytesStep], src: BatchRead, index: np.ndarray,
+                          decoded_nbytes: int, row_keys: list[str], read_id: Any) -> Any:
+        import cupy
+
+        n = len(index)
         data = cupy.asarray(src.data).reshape(-1).view(cupy.uint8)
         starts = np.asarray(src.offsets, np.int64)[index]
         stops = starts + np.asarray(src.sizes, np.int64)[index]
-        row_keys = [keys[int(i)] for i in index]
         if not self.supports(steps):
             names = ", ".join(s.name for s in steps)
             log.debug("decoding %d chunks on the CPU: chain [%s] is not all-GPU", n, names)
             gpu_decode_stats.add(cpu_chunks=n)
             return self._on_cpu(steps, data, starts, stops, decoded_nbytes, row_keys)
-        try:
-            out, cpu_rows = self._decode_gpu(steps, data, starts, stops, decoded_nbytes,
-                                             row_keys)
-        except _NvcompFailed:
-            gpu_decode_stats.add(cpu_chunks=n)
-            return self._on_cpu(steps, data, starts, stops, decoded_nbytes, row_keys)
+        out, cpu_rows = self._decode_gpu(steps, data, starts, stops, decoded_nbytes, row_keys,
+                                         read_id)
         gpu_decode_stats.add(device_chunks=int(n - cpu_rows.sum()), cpu_chunks=int(cpu_rows.sum()))
         if cpu_rows.any():
             rows = np.flatnonzero(cpu_rows)
-            log.debug("decoding %d of %d chunks on the CPU (valid input nvCOMP is not given)",
-                      len(rows), n)
+            log.debug("decoding %d of %d chunks on the CPU", len(rows), n)
             out[cupy.asarray(rows)] = self._on_cpu(steps, data, starts[rows], stops[rows],
                                                    decoded_nbytes, [row_keys[r] for r in rows])
         return out
@@ -352,8 +625,8 @@ class NvcompDecoder:
         return cupy.asarray(rows)
 
     def _decode_gpu(self, steps: Sequence[BytesStep], data: Any, starts: np.ndarray,
-                    stops: np.ndarray, decoded_nbytes: int, keys: Sequence[str]
-                    ) -> tuple[Any, np.ndarray]:
+                    stops: np.ndarray, decoded_nbytes: int, keys: Sequence[str],
+                    read_id: Any) -> tuple[Any, np.ndarray]:
         """Run the steps on the device; return the rows and the rows left to the CPU."""
         import cupy
 
@@ -366,17 +639,22 @@ class NvcompDecoder:
             reader = _device_reader(data)
             live = ~cpu_rows
             if step.kind == "crc32c":
-                p = formats.check_crc32c_trailer(reader, starts, stops, keys)
-                computed = device_crc32(data, p.starts[live], p.stops[live], formats.CRC32C_POLY)
+                # Only the rows still on the device: the others' bytes are not staged here.
+                rows = np.flatnonzero(live)
+                row_keys = [keys[r] for r in rows]
+                p = formats.check_crc32c_trailer(reader, starts[rows], stops[rows], row_keys)
+                computed = device_crc32(data, p.starts, p.stops, formats.CRC32C_POLY)
                 assert p.trailer is not None
-                formats.raise_checksum_mismatch(computed, p.trailer[live],
-                                                [keys[r] for r in np.flatnonzero(live)],
-                                                step.name, "CRC-32C")
-                stops = p.stops
+                formats.raise_checksum_mismatch(computed, p.trailer, row_keys, step.name,
+                                                "CRC-32C")
+                stops = stops.copy()
+                stops[rows] = p.stops
                 continue
             p = _CHECKS[step.kind](reader, starts, stops, sizes_after[k], keys)
             cpu_rows |= p.cpu_only
-            data, starts, stops = self._nvcomp(step, data, p, ~cpu_rows, sizes_after[k], keys)
+            data, starts, stops, refused = self._nvcomp(step, data, p, ~cpu_rows,
+                                                        sizes_after[k], keys, read_id)
+            cpu_rows |= refused
         # Rows out of the last step (or the raw payloads): sizes must be exact.
         got = stops - starts
         bad = ~cpu_rows & (got != decoded_nbytes)
@@ -384,76 +662,106 @@ class NvcompDecoder:
             j = int(np.flatnonzero(bad)[0])
             raise ChunkDecodeError(keys[j], steps[-1].name if steps else "bytes",
                                    f"expected {decoded_nbytes} bytes, found {int(got[j])}")
+        if not cpu_rows.all() and data.size >= n * decoded_nbytes \
+                and (starts == np.arange(n, dtype=np.int64) * decoded_nbytes).all():
+            # nvCOMP wrote every row in its place: the staging buffer is the answer.
+            gpu_decode_stats.add(rows_in_place=1)
+            return data[: n * decoded_nbytes].reshape(n, decoded_nbytes), cpu_rows
         out = cupy.empty((n, decoded_nbytes), cupy.uint8)
         live = np.flatnonzero(~cpu_rows)
         _gather(data, starts[live], got[live], out, live * decoded_nbytes)
         return out, cpu_rows
 
     def _nvcomp(self, step: BytesStep, data: Any, p: formats.Payload, live: np.ndarray,
-                expected: int, keys: Sequence[str]) -> tuple[Any, np.ndarray, np.ndarray]:
+                expected: int, keys: Sequence[str], read_id: Any
+                ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
         """Decode payloads ``p`` of the ``live`` rows in one nvCOMP call into a staging buffer.
 
-        Returns the staging buffer with each row's start and stop there.
+        Returns the staging buffer, each row's start and stop there, and the rows nvCOMP
+        refused (all live rows, or none): the caller decodes those on the CPU.
 
         Raises
         ------
         ChunkDecodeError
             A decoded size or checksum that does not match, naming the key.
-        _NvcompFailed
-            nvCOMP raised for the batch (the caller decodes it on the CPU).
+        GPUDecodeError, CUDAContextError
+            See :meth:`_call_nvcomp`.
         """
         import cupy
         from nvidia import nvcomp
 
-        codec = self._codec(_COMPRESSORS[step.kind])
-        try:
-            align = int(codec.get_required_decompression_alignment()) or _ALIGN
-        except Exception:  # noqa: BLE001 - an nvCOMP without the query: its documented safe value
-            align = _ALIGN
+        _route_nvcomp_allocations()
+        algorithm = _COMPRESSORS[step.kind]
+        device = cupy.cuda.Device().id
+        stream = cupy.cuda.get_current_stream().ptr
         rows = np.flatnonzero(live)
         n = len(p.starts)
-        stride = -(-expected // align) * align  # every output slot starts aligned
-        staging = cupy.empty(max(1, n * stride), cupy.uint8)
-        out_starts = np.arange(n, dtype=np.int64) * stride
-        if len(rows) == 0:
-            return staging, out_starts, out_starts
-        src, src_starts = data, p.starts[rows]
-        sizes = p.stops[rows] - p.starts[rows]
-        if ((data.data.ptr + src_starts) % align).any():
-            # BatchRead offsets follow the files; nvCOMP wants aligned entries: re-pack them.
-            padded = -(-sizes // align) * align
-            src_starts = np.cumsum(padded) - padded
-            src = cupy.empty(int(padded.sum()), cupy.uint8)
-            _gather(data, p.starts[rows], sizes, src, src_starts)
-        stream = cupy.cuda.get_current_stream().ptr
+        none = np.zeros(n, bool)
+        if len(rows) == 0:  # every chunk left to the CPU by the checks: nothing to decode
+            z = np.zeros(n, np.int64)
+            return data, z, z, none
+        first = keys[int(rows[0])]
         try:
-            result = codec.decode(
-                nvcomp.as_arrays(src, src_starts.tolist(), sizes.tolist(), cuda_stream=stream),
-                out=nvcomp.as_arrays(staging, out_starts[rows].tolist(),
-                                     [expected] * len(rows), cuda_stream=stream))
-            decoded = np.asarray(result.buffer_sizes, np.int64)  # waits for the decode
-        except Exception as e:  # nvCOMP refused the batch (limits, formats it rejects)
-            gpu_decode_stats.add(nvcomp_failures=1)
-            log.warning("nvCOMP %s failed on a batch of %d chunks (%s: %s); decoding it on the "
-                        "CPU", step.name, len(rows), type(e).__name__, e)
-            raise _NvcompFailed from e
+            align = self._call_nvcomp(algorithm, device, stream, first,
+                                      lambda c: int(c.get_required_decompression_alignment()))
+        except _Refused as e:
+            return self._refused(step, e, data, p, live, expected, read_id)
+        out = staging.output_layout(n, expected, align)
+        buf = cupy.empty(out.nbytes, cupy.uint8)
+        src_starts = p.starts[rows]
+        sizes = p.stops[rows] - src_starts
+        inputs = staging.input_layout(data.data.ptr, src_starts, sizes, align)
+        src = data
+        if not inputs.in_place:
+            # Entries not aligned where they were read (shard inner chunks, zlib): one packed
+            # copy, since one nvCOMP call carves one buffer.
+            src = cupy.empty(inputs.packed_nbytes, cupy.uint8)
+            _gather(data, src_starts, sizes, src, inputs.packed_offset)
+            src_starts = inputs.packed_offset
+            gpu_decode_stats.add(repacked_chunks=len(rows), repacked_bytes=inputs.packed_nbytes)
+        out_offsets = out.offsets[rows]
+
+        def decode(codec: Any) -> np.ndarray:
+            srcs = nvcomp.as_arrays(src, src_starts.tolist(), sizes.tolist(), cuda_stream=stream)
+            dsts = nvcomp.as_arrays(buf, out_offsets.tolist(), [expected] * len(rows),
+                                    cuda_stream=stream)
+            config = None
+            if algorithm in _KNOWN_SIZE_CONFIG:
+                # The decoded sizes are known: without a config nvCOMP syncs and walks every
+                # RAW stream once to learn them.
+                config = codec.decompression_config(
+                    codec.compression_config([expected] * len(rows)))
+            result = codec.decode(srcs, out=dsts, decompression_config=config)
+            return np.asarray(result.buffer_sizes, np.int64)  # waits for the decode
+
+        try:
+            decoded = self._call_nvcomp(algorithm, device, stream, first, decode)
+        except _Refused as e:
+            return self._refused(step, e, data, p, live, expected, read_id)
         gpu_decode_stats.add(nvcomp_calls=1, nvcomp_chunks=len(rows))
         bad = decoded != expected
         if bad.any():
             j = int(rows[np.flatnonzero(bad)[0]])
             raise ChunkDecodeError(keys[j], step.name, f"decoded to {int(decoded[bad][0])} "
                                                        f"bytes, expected {expected}")
-        out_stops = out_starts + expected
+        out_stops = out.offsets + expected
         if p.trailer is not None and step.kind in ("gzip", "zlib"):
-            computed = (device_crc32(staging, out_starts[rows], out_stops[rows],
+            computed = (device_crc32(buf, out.offsets[rows], out_stops[rows],
                                      formats.CRC32_POLY) if step.kind == "gzip"
-                        else device_adler32(staging, out_starts[rows], out_stops[rows]))
+                        else device_adler32(buf, out.offsets[rows], out_stops[rows]))
             formats.raise_checksum_mismatch(
                 computed, p.trailer[rows], [keys[int(r)] for r in rows], step.name,
                 "CRC-32" if step.kind == "gzip" else "Adler-32")
-        return staging, out_starts, out_stops
+        return buf, out.offsets, out_stops, none
 
-
-class _NvcompFailed(Exception):
-    """nvCOMP raised for a whole batch; the batch goes to the CPU decoder."""
-
+    def _refused(self, step: BytesStep, e: _Refused, data: Any, p: formats.Payload,
+                 live: np.ndarray, expected: int, read_id: Any
+                 ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """Count and log a refusal; every live row goes to the CPU (its input: the original)."""
+        nrows = int(live.sum())
+        gpu_decode_stats.add(nvcomp_failures=1, refused_chunks=nrows)
+        token = read_id if read_id is not None else object()
+        level = logging.WARNING if self._logged.first(token) else logging.DEBUG
+        log.log(level, "%s; decoding %d chunks on the CPU instead", e, nrows)
+        empty = np.zeros(len(p.starts), np.int64)
+        return data, empty, empty, live.copy()

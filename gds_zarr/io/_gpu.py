@@ -33,6 +33,7 @@ from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
 from gds_zarr.io._cpu import group_requests, not_a_file, resolve_ranges, temp_path_for
 from gds_zarr.planning.ranges import plan_reads
+from gds_zarr.planning.staging import READ_ALIGN, AlignedReads, align_reads
 
 __all__ = ["KvikioIOBackend", "handle_cache_limit"]
 
@@ -231,8 +232,14 @@ class KvikioIOBackend:
         sizes = np.array([s for _, s, _ in stated], dtype=np.int64)
         present_file = sizes >= 0
         lo, hi = resolve_ranges(starts, stops, np.maximum(sizes, 0)[file_of])
-        plan = plan_reads(file_of, lo, hi, max_gap=max_gap, max_size=max_size)
-        data = cp.empty(plan.total_size, dtype=cp.uint8)
+        # Reads widened to 4 KiB pages at 4 KiB destinations (planning/staging.py): cuFile
+        # moves such reads by DMA, and whole chunk files land aligned for nvCOMP.
+        plan = align_reads(plan_reads(file_of, lo, hi, max_gap=max_gap, max_size=max_size),
+                           hi - lo, np.maximum(sizes, 0))
+        # CuPy's pool aligns blocks to 512 B only: take a page more and start at a page.
+        raw = cp.empty(plan.total_size + READ_ALIGN, dtype=cp.uint8)
+        shift = -raw.data.ptr % READ_ALIGN
+        data = raw[shift : shift + plan.total_size]
         opened = 0
         if plan.nreads:
             _configure_kvikio(plan.nreads, plan.total_size)
@@ -247,14 +254,15 @@ class KvikioIOBackend:
             bounds = np.append(first[::window], plan.nreads).tolist()
             for a, b in itertools.pairwise(bounds):
                 opened += self._read_window(plan, a, b, stated, files, data)
-        self.stats.add(files_opened=opened, reads=plan.nreads, bytes_read=plan.total_size,
+        self.stats.add(files_opened=opened, reads=plan.nreads,
+                       bytes_read=int(plan.read_size.sum()),
                        requests=n)
         return BatchRead(data=data, offsets=plan.request_dest, sizes=hi - lo,
                          present=present_file[file_of], device="gpu",
-                         nbytes_staged=plan.total_size)
+                         nbytes_staged=int(raw.nbytes))
 
-    def _read_window(self, plan: Any, a: int, b: int, stated: list[tuple[str, int, Any]],
-                     files: list[str], data: Any) -> int:
+    def _read_window(self, plan: AlignedReads, a: int, b: int,
+                     stated: list[tuple[str, int, Any]], files: list[str], data: Any) -> int:
         """Issue the preads ``a:b`` of ``plan``, then wait for all; files newly opened."""
         rf, ro = plan.read_file[a:b].tolist(), plan.read_offset[a:b].tolist()
         rs, rd = plan.read_size[a:b].tolist(), plan.read_dest[a:b].tolist()

@@ -1,0 +1,130 @@
+"""The GPU batch staging layout (gds_zarr/planning/staging.py), checked on the CPU.
+
+The reads are replayed on numpy "files": every request must find its own bytes at its
+destination after the widened, aligned reads, exactly as kvikio would land them on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gds_zarr.planning.ranges import plan_reads
+from gds_zarr.planning.staging import (
+    READ_ALIGN,
+    align_reads,
+    align_up,
+    batch_staging_bytes,
+    input_layout,
+    output_layout,
+)
+
+
+def _replay(files: list[np.ndarray], fid: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+            max_gap: int, max_size: int) -> None:
+    plan = plan_reads(fid, lo, hi, max_gap=max_gap, max_size=max_size)
+    sizes = np.array([len(f) for f in files], np.int64)
+    a = align_reads(plan, hi - lo, sizes)
+    assert (a.read_dest % READ_ALIGN == 0).all()
+    assert (a.read_offset % READ_ALIGN == 0).all()
+    assert (a.read_offset + a.read_size <= sizes[a.read_file]).all()  # never past the end
+    # Reads never overlap in the staging buffer, and the buffer holds them all.
+    ends = a.read_dest + a.read_size
+    assert (ends[:-1] <= a.read_dest[1:]).all() and int(ends.max(initial=0)) <= a.total_size
+    staging = np.full(a.total_size, 0xEE, np.uint8)
+    for f, off, size, dest in zip(a.read_file, a.read_offset, a.read_size, a.read_dest,
+                                  strict=True):
+        staging[dest : dest + size] = files[f][off : off + size]
+    for i in range(len(fid)):
+        got = staging[a.request_dest[i] : a.request_dest[i] + hi[i] - lo[i]]
+        np.testing.assert_array_equal(got, files[fid[i]][lo[i] : hi[i]])
+    # A request at the start of its read keeps its place within the page: whole files start
+    # at a page boundary.
+    whole = (lo == 0) & (hi > 0)
+    assert (a.request_dest[whole] % READ_ALIGN == 0).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_aligned_reads_land_every_request(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    files = [rng.integers(0, 256, int(rng.integers(1, 40_000)), dtype=np.uint8)
+             for _ in range(7)]
+    n = 60
+    fid = rng.integers(0, len(files), n)
+    lens = np.array([len(files[f]) for f in fid])
+    lo = (rng.random(n) * lens).astype(np.int64)
+    hi = np.minimum(lens, lo + rng.integers(0, 9000, n)).astype(np.int64)
+    hi[::9] = lo[::9]  # empty requests
+    lo[::7], hi[::7] = 0, lens[::7]  # whole files
+    _replay(files, fid, lo, hi, max_gap=int(rng.integers(0, 5000)),
+            max_size=int(rng.integers(1, 20_000)))
+
+
+def test_one_file_per_chunk_needs_no_widening_past_the_end() -> None:
+    files = [np.arange(n, dtype=np.int64).astype(np.uint8) for n in (16_384, 5000, 4096, 1)]
+    fid = np.arange(4)
+    lo = np.zeros(4, np.int64)
+    hi = np.array([len(f) for f in files], np.int64)
+    plan = plan_reads(fid, lo, hi, max_gap=0, max_size=1 << 20)
+    a = align_reads(plan, hi - lo, hi)
+    assert a.read_size.tolist() == [16_384, 5000, 4096, 1]  # whole files, not rounded up
+    assert a.read_dest.tolist() == [0, 16_384, 16_384 + 8192, 16_384 + 8192 + 4096]
+    _replay(files, fid, lo, hi, 0, 1 << 20)
+
+
+def test_empty_batch() -> None:
+    z = np.zeros(3, np.int64)
+    a = align_reads(plan_reads(z, z, z), z, np.zeros(1, np.int64))
+    assert a.nreads == 0 and a.total_size == 0 and a.request_dest.tolist() == [0, 0, 0]
+
+
+def test_align_up_and_bad_alignment() -> None:
+    assert align_up(0, 8) == 0 and align_up(1, 8) == 8 and align_up(16, 8) == 16
+    assert align_up(np.array([0, 5, 4096]), 4096).tolist() == [0, 4096, 4096]
+    with pytest.raises(ValueError, match="positive"):
+        align_up(3, 0)
+    plan = plan_reads(np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64))
+    with pytest.raises(ValueError, match="power of two"):
+        align_reads(plan, np.ones(1, np.int64), np.ones(1, np.int64), align=3000)
+
+
+def test_input_layout_in_place_only_when_every_entry_is_aligned() -> None:
+    starts = np.array([0, 4096, 4100, 8194, 12_288 + 4], np.int64)
+    sizes = np.array([100, 50, 7, 33, 9], np.int64)
+    lay = input_layout(0, starts, sizes, 8)
+    assert lay.aligned.tolist() == [True, True, False, False, False]
+    assert not lay.in_place
+    assert lay.packed_offset.tolist() == [0, 104, 160, 168, 208]
+    assert lay.packed_nbytes == 104 + 56 + 8 + 40 + 16
+    assert (lay.packed_offset % 8 == 0).all()
+    whole = input_layout(0, starts[:2], sizes[:2], 8)
+    assert whole.in_place and whole.packed_nbytes == 0
+    # LZ4 (alignment 4): whole chunk files read at pages, each skipping its 4-byte prefix.
+    assert input_layout(1 << 20, np.array([4, 4100]), sizes[:2], 4).in_place
+    # The base address counts: a buffer 4 bytes past an 8-byte boundary shifts everything.
+    assert not input_layout(4, starts[:2], sizes[:2], 8).aligned.any()
+
+
+def test_output_layout() -> None:
+    lay = output_layout(3, 16_384, 8)
+    assert lay.rows_in_place and lay.stride == 16_384 and lay.nbytes == 3 * 16_384
+    odd = output_layout(3, 1001, 8)
+    assert not odd.rows_in_place and odd.stride == 1008
+    assert odd.offsets.tolist() == [0, 1008, 2016] and odd.nbytes == 3024
+    assert output_layout(0, 64, 16).nbytes == 1  # never a zero-byte allocation
+
+
+def test_batch_staging_bytes_bounds_the_layout() -> None:
+    rng = np.random.default_rng(3)
+    enc = rng.integers(1, 30_000, 50).astype(np.int64)
+    decoded = 64 * 64 * 4 + 3  # slots padded: rows need their own buffer
+    fid = np.arange(len(enc))
+    plan = plan_reads(fid, np.zeros(len(enc), np.int64), enc, max_gap=0, max_size=1 << 30)
+    reads = align_reads(plan, enc, enc)
+    inputs = input_layout(0, reads.request_dest + 2, enc - 6, 16)  # zlib: everything moves
+    out = output_layout(len(enc), decoded, 16)
+    used = reads.total_size + inputs.packed_nbytes + out.nbytes + len(enc) * decoded
+    bound = batch_staging_bytes(enc, decoded, decode_align=16)
+    assert used <= bound < used + len(enc) * 2 * READ_ALIGN + out.nbytes
+    assert batch_staging_bytes(enc, 4096, steps=0) == int(
+        align_up(enc + 2 * READ_ALIGN - 1, READ_ALIGN).sum()) + len(enc) * 4096
