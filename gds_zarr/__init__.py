@@ -11,6 +11,7 @@ from gds_zarr._device import resolve_device
 from gds_zarr._info import info
 from gds_zarr.pipeline import GDSCodecPipeline, enable
 from gds_zarr.store import GDSStore
+from gds_zarr.windows import aread_many, read_many
 
 __version__ = "0.1.0"
 
@@ -18,9 +19,11 @@ __all__ = [
     "GDSCodecPipeline",
     "GDSStore",
     "__version__",
+    "aread_many",
     "enable",
     "errors",
     "info",
+    "read_many",
     "resolve_device",
     "settings",
 ]

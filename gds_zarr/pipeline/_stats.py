@@ -37,6 +37,11 @@ class PipelineStats(Counters):
         while a batch decodes overlap ``decode_seconds``.
     decode_seconds
         Wall time of decoding and scattering batches.
+    read_many_calls, read_many_seconds
+        :func:`gds_zarr.read_many` calls (the loader's batches included) and their wall time.
+    read_many_via_zarr
+        Selections of those calls that zarr's own ``getitem`` read (unsupported chains,
+        irregular grids, selections the planner leaves to zarr).
     """
 
     fast_reads: int = 0
@@ -50,6 +55,9 @@ class PipelineStats(Counters):
     fast_read_seconds: float = 0.0
     read_seconds: float = 0.0
     decode_seconds: float = 0.0
+    read_many_calls: int = 0
+    read_many_seconds: float = 0.0
+    read_many_via_zarr: int = 0
 
     def delegated(self, reason: str) -> None:
         """Count one delegated read and remember why."""

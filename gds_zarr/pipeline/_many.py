@@ -1,0 +1,377 @@
+"""Read many basic selections of one array in one call: plan, read, decode, scatter.
+
+The engine behind :func:`gds_zarr.read_many`. Every selection is planned at once
+(:mod:`gds_zarr.planning.windows`); each chunk that any selection touches is read and decoded
+ONCE; per budgeted batch there is one store read and one decode call, and every decoded chunk is
+scattered into every window that needs it (one kernel launch per batch on the GPU). Chains the
+fast path does not decode, irregular grids and selections this planner leaves alone go through
+zarr's own ``getitem``, so the values are always zarr's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from gds_zarr import settings
+from gds_zarr.decode.chain import ChainPlan, Unsupported, plan_chain
+from gds_zarr.pipeline._read import (
+    _decoder,
+    _fill_value,
+    _gpu_sync,
+    _xp,
+    chunk_axes_shape,
+    scatter_args,
+)
+from gds_zarr.pipeline._shard_index import read_shard_indexes
+from gds_zarr.pipeline._stats import stats
+from gds_zarr.pipeline._storeio import read_ranges, timed
+from gds_zarr.planning.chunks import ScatterPlan, split_by_budget
+from gds_zarr.planning.windows import (
+    WindowPlan,
+    normalize_selections,
+    plan_windows,
+)
+
+__all__ = ["read_windows"]
+
+Device = Literal["cpu", "gpu"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Array:
+    """What the engine needs of a zarr array, looked up once per call."""
+
+    async_array: Any
+    store: Any
+    prefix: str
+    plan: ChainPlan
+    chunk_shape: tuple[int, ...]   # inner chunks for sharded arrays
+    grid_shape: tuple[int, ...]    # chunks per axis (array-wide, inner for sharded arrays)
+    dtype: np.dtype[Any]
+    fill: Any
+    encode_key: Callable[[tuple[int, ...]], str]
+
+
+def _unwrap(array: Any) -> Any:
+    return getattr(array, "_async_array", array)
+
+
+def _describe(a: Any) -> _Array | str:
+    """The engine's view of AsyncArray ``a``, or why zarr must read it."""
+    from zarr.core.array_spec import ArraySpec
+    from zarr.core.buffer import default_buffer_prototype
+
+    md = a.metadata
+    shape = tuple(int(s) for s in md.shape)
+    if not shape:
+        return "0-d array"
+    if getattr(a.config, "read_missing_chunks", True) is False:
+        return "array.read_missing_chunks is False"
+    try:
+        outer = a.shards if a.shards is not None else a.chunks
+        codecs = tuple(a.codec_pipeline)
+    except Exception as e:  # noqa: BLE001 - irregular grids, pipelines that are not iterable
+        return f"no regular chunk grid or codec list ({e})"
+    outer = tuple(int(c) for c in outer)
+    config = a.config
+    if md.zarr_format == 2:
+        import dataclasses
+
+        config = dataclasses.replace(config, order=md.order)
+    spec = ArraySpec(shape=outer, dtype=md.dtype, fill_value=md.fill_value, config=config,
+                     prototype=default_buffer_prototype())
+    plan = plan_chain(codecs, spec)
+    if isinstance(plan, Unsupported):
+        return plan.reason
+    inner = plan.shard.chunk_shape if plan.shard is not None else outer
+    grid = tuple(-(-s // c) for s, c in zip(shape, inner, strict=True))
+    prefix = a.store_path.path
+    return _Array(a, a.store_path.store, f"{prefix}/" if prefix else "", plan, tuple(inner),
+                  grid, np.dtype(md.dtype.to_native_dtype()).newbyteorder("="), _fill_value(spec),
+                  md.encode_chunk_key)
+
+
+async def read_windows(array: Any, selections: Sequence[Any], device: Device) -> Any:
+    """Read ``selections`` of ``array``; see :func:`gds_zarr.read_many` for the contract."""
+    t0 = time.perf_counter()
+    try:
+        return await _read_windows(_unwrap(array), list(selections), device)
+    finally:
+        stats.add(read_many_calls=1, read_many_seconds=time.perf_counter() - t0)
+
+
+async def _read_windows(a: Any, selections: list[Any], device: Device) -> Any:
+    n = len(selections)
+    shape = tuple(int(s) for s in a.metadata.shape)
+    desc = _describe(a)
+    sels = normalize_selections(selections, shape) if shape else None
+    via_zarr = list(range(n)) if isinstance(desc, str) or sels is None else list(sels.fallback)
+    prototype = _prototype(device)
+    # zarr reads these itself (first, so a bad selection raises zarr's error before any work).
+    zres: dict[int, Any] = {}
+    stats.add(read_many_via_zarr=len(via_zarr))
+    for i in via_zarr:
+        zres[i] = await a.getitem(selections[i], prototype=prototype)
+    if isinstance(desc, str) or sels is None:
+        return _assemble_zarr_only([zres[i] for i in range(n)], device,
+                                   a.metadata.dtype.to_native_dtype())
+    xp = _xp(device)
+    result_shapes = [sels.result_shape(i) if i not in zres else tuple(np.shape(zres[i]))
+                     for i in range(n)]
+    stacked = all(s == result_shapes[0] for s in result_shapes) if n else True
+    full = [tuple(int(c) for c in sels.count[i]) for i in range(n)]
+    if stacked:
+        out = xp.empty((n, *result_shapes[0]) if n else (0,), dtype=desc.dtype)
+        # out[i:i + 1], not out[i]: a view even where the window is 0-d (out[i] is a copy).
+        views = [out[i:i + 1].reshape(full[i]) if i not in zres else None for i in range(n)]
+    else:
+        parts = [xp.empty(result_shapes[i], dtype=desc.dtype) if i not in zres else None
+                 for i in range(n)]
+        views = [p.reshape(full[i]) if p is not None else None for i, p in enumerate(parts)]
+    plan_rows = np.asarray([i for i in range(n) if i not in zres], dtype=np.int64)
+    if len(plan_rows):
+        wp = plan_windows(sels, desc.chunk_shape, desc.grid_shape, plan_rows)
+        # One kernel for the whole batch on the GPU needs one target: the stacked output with
+        # the selection axis merged into the first axis (every planned window the same shape).
+        merged = None
+        if device == "gpu" and stacked and len({full[i] for i in plan_rows.tolist()}) == 1:
+            f0 = full[int(plan_rows[0])]
+            merged = out.reshape((n * f0[0], *f0[1:]))
+        await _read_plan(desc, wp, views, merged, device)
+    for i, v in zres.items():
+        if stacked:
+            out[i] = xp.asarray(v)
+        else:
+            parts[i] = _native(v, xp, desc.dtype)
+    if device == "gpu":
+        _gpu_sync()
+    return out if stacked else parts
+
+
+def _prototype(device: Device) -> Any:
+    if device == "gpu":
+        from zarr.core.buffer import gpu
+
+        return gpu.buffer_prototype
+    from zarr.core.buffer import cpu
+
+    return cpu.buffer_prototype
+
+
+def _native(x: Any, xp: Any, dtype: Any) -> Any:
+    """A result of zarr's ``getitem`` as ``array[s]`` gives it, in native byte order.
+
+    ``getitem`` answers an integers-only selection with a scalar (``array[s]`` with a 0-d
+    array): the array's own dtype is kept, which ``asarray`` of a scalar may not (str).
+    """
+    a = xp.asarray(x, dtype=dtype) if np.ndim(x) == 0 else xp.asarray(x)
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+def _assemble_zarr_only(results: list[Any], device: Device, dtype: Any) -> Any:
+    xp = _xp(device)
+    results = [_native(r, xp, dtype) for r in results]
+    shapes = {tuple(np.shape(r)) for r in results}
+    if len(shapes) <= 1:
+        return xp.stack([xp.asarray(r) for r in results]) if results else xp.empty((0,))
+    return [xp.asarray(r) for r in results]
+
+
+@dataclass(slots=True)
+class _Units:
+    """The distinct chunks of a plan as read requests (one per chunk)."""
+
+    keys: list[str]
+    names: list[str]
+    starts: np.ndarray
+    stops: np.ndarray
+    readable: np.ndarray    # False: known empty (inner chunk absent from its shard's index)
+    est: np.ndarray         # encoded-size estimate per unit, for the budget
+    hint: int | None        # whole-value size hint for the store (unsharded chunks)
+
+
+async def _units(desc: _Array, wp: WindowPlan) -> _Units:
+    layout = desc.plan.shard
+    if layout is None:
+        keys = [desc.prefix + desc.encode_key(tuple(c)) for c in wp.chunks.tolist()]
+        hint = desc.plan.array.decoded_nbytes * 65 // 64 + 64
+        n = len(keys)
+        return _Units(keys, keys, np.zeros(n, np.int64), np.full(n, -1, np.int64),
+                      np.ones(n, bool), np.full(n, hint, np.int64), hint)
+    cps = np.asarray(layout.chunks_per_shard, dtype=np.int64)
+    shard_coords = wp.chunks // cps
+    shards, inv = np.unique(shard_coords, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    shard_keys = [desc.prefix + desc.encode_key(tuple(c)) for c in shards.tolist()]
+    offsets, nbytes, empty, _present = await read_shard_indexes(desc.store, shard_keys, layout)
+    inner = np.ravel_multi_index(tuple((wp.chunks % cps).T), layout.chunks_per_shard)
+    is_empty = empty[inv, inner]
+    starts = np.where(is_empty, 0, offsets[inv, inner]).astype(np.int64)
+    lengths = np.where(is_empty, 0, nbytes[inv, inner]).astype(np.int64)
+    keys = [shard_keys[s] for s in inv.tolist()]
+    names = [f"{k}[{f}]" for k, f in zip(keys, inner.tolist(), strict=True)]
+    return _Units(keys, names, starts, starts + lengths, ~is_empty, lengths, None)
+
+
+async def _read_plan(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any,
+                     device: Device) -> None:
+    units = await _units(desc, wp)
+    decoder, src_device = _decoder(device, desc.plan)
+    _fill_pairs(wp, np.flatnonzero(~units.readable), views, desc.fill)
+    readable = np.flatnonzero(units.readable)
+    nbytes = desc.plan.array.decoded_nbytes
+    budget = settings.get("memory_budget")
+    # Half the budget per batch: a batch and the next one's encoded bytes are in flight at once.
+    batches = [readable[b] for b in split_by_budget(units.est[readable] + nbytes, budget // 2)]
+    if not batches:
+        return
+
+    def start(b: np.ndarray) -> asyncio.Future[Any]:
+        keys = [units.keys[i] for i in b.tolist()]
+        return asyncio.ensure_future(timed(read_ranges(
+            desc.store, keys, units.starts[b], units.stops[b], src_device, units.hint)))
+
+    pending = start(batches[0])
+    try:
+        for k, b in enumerate(batches):
+            batch = await pending
+            staged = int(getattr(batch.data, "nbytes", 0))
+            stats.stage(staged)
+            stats.add(store_reads=1, batches=1)
+            if k + 1 < len(batches):
+                pending = start(batches[k + 1])  # read ahead while this batch decodes
+            try:
+                t0 = time.perf_counter()
+                args = (desc, wp, units, b, batch, views, merged, decoder, device)
+                if staged <= (1 << 20) and len(b) <= 64:
+                    _decode_scatter(*args)  # a small batch: cheaper than a thread hop
+                else:
+                    await asyncio.to_thread(_decode_scatter, *args)
+                stats.add(decode_seconds=time.perf_counter() - t0)
+            finally:
+                stats.stage(-staged)
+    finally:
+        if not pending.done():
+            pending.cancel()
+
+
+def _pair_slices(wp: WindowPlan, p: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    cs, ck, os_, n = (wp.chunk_start[p].tolist(), wp.chunk_step[p].tolist(),
+                      wp.out_start[p].tolist(), wp.count[p].tolist())
+    return (tuple(slice(a, a + c * k, k) for a, k, c in zip(cs, ck, n, strict=True)),
+            tuple(slice(a, a + c) for a, c in zip(os_, n, strict=True)))
+
+
+def _fill_pairs(wp: WindowPlan, chunks: np.ndarray, views: list[Any], fill: Any) -> None:
+    """Write the fill value where the pairs of ``chunks`` (missing or empty chunks) land."""
+    for u in chunks.tolist():
+        for p in range(int(wp.chunk_ptr[u]), int(wp.chunk_ptr[u + 1])):
+            views[int(wp.pair_sel[p])][_pair_slices(wp, p)[1]] = fill
+
+
+def _check_inner_sizes(units: _Units, b: np.ndarray, present: np.ndarray,
+                       sizes: np.ndarray) -> None:
+    from gds_zarr.errors import ShardIndexError
+
+    want = units.stops[b] - units.starts[b]
+    bad = ~present | (sizes != want)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        u = int(b[j])
+        raise ShardIndexError(units.keys[u], f"{units.names[u]}: index entry "
+                                             f"[{int(units.starts[u])}, {int(units.stops[u])}) "
+                                             f"lies past the end of the shard (read "
+                                             f"{int(sizes[j])} of {int(want[j])} bytes)")
+
+
+def _decode_scatter(desc: _Array, wp: WindowPlan, units: _Units, b: np.ndarray, batch: Any,
+                    views: list[Any], merged: Any, decoder: Any, device: Device) -> None:
+    present = np.asarray(batch.present, dtype=bool)
+    if desc.plan.shard is not None:
+        _check_inner_sizes(units, b, present, np.asarray(batch.sizes, dtype=np.int64))
+    _fill_pairs(wp, b[~present], views, desc.fill)  # missing chunk files
+    rows_idx = np.flatnonzero(present)
+    plan = desc.plan
+    nbytes = plan.array.decoded_nbytes
+    names = [units.names[i] for i in b.tolist()]
+    decoded_bytes = len(rows_idx) * nbytes
+    stats.stage(decoded_bytes)
+    try:
+        us = b[rows_idx]
+        if device == "cpu" and hasattr(decoder, "decode_each"):
+            decoder.decode_each(plan.steps, batch, rows_idx, nbytes, names,
+                                _consumer(plan, wp, us, views))
+        else:
+            rows = decoder.decode_batch(plan.steps, batch, rows_idx, nbytes, names)
+            if device == "gpu":
+                if isinstance(rows, np.ndarray):
+                    rows = _xp(device).asarray(rows)  # CPU-decoded codecs, moved per batch
+                _scatter_gpu(plan, wp, us, rows, views, merged)
+            else:
+                consume = _consumer(plan, wp, us, views)
+                for j in range(len(us)):
+                    consume(j, rows[j])
+        stats.add(chunks_decoded=len(rows_idx))
+    finally:
+        stats.stage(-decoded_bytes)
+
+
+def _consumer(plan: ChainPlan, wp: WindowPlan, us: np.ndarray, views: list[Any]
+              ) -> Callable[[int, Any], None]:
+    """``consume(j, row)``: scatter decoded chunk ``us[j]`` into every window that needs it.
+
+    Runs in the decode threads; the pairs of distinct chunks write disjoint regions.
+    """
+    to_chunk = plan.array.to_chunk
+    ptr = wp.chunk_ptr.tolist()
+    us_l = us.tolist()
+    pair_sel = wp.pair_sel.tolist()
+    cs, ck = wp.chunk_start.tolist(), wp.chunk_step.tolist()
+    os_, cnt = wp.out_start.tolist(), wp.count.tolist()
+
+    def consume(j: int, row: Any) -> None:
+        chunk = to_chunk(row)
+        u = us_l[j]
+        for p in range(ptr[u], ptr[u + 1]):
+            n = cnt[p]
+            src = tuple(slice(a, a + c * k, k) for a, k, c in zip(cs[p], ck[p], n, strict=True))
+            dst = tuple(slice(a, a + c) for a, c in zip(os_[p], n, strict=True))
+            views[pair_sel[p]][dst] = chunk[src]
+
+    return consume
+
+
+def _scatter_gpu(plan: ChainPlan, wp: WindowPlan, us: np.ndarray, rows: Any,
+                 views: list[Any], merged: Any) -> None:
+    """One kernel launch for every pair of this batch when the windows share one shape; else
+    one launch per window."""
+    from gds_zarr.decode._scatter_gpu import scatter_chunks
+
+    # Pairs of this batch's chunks, and the decoded row each reads.
+    starts, ends = wp.chunk_ptr[us], wp.chunk_ptr[us + 1]
+    counts = ends - starts
+    pairs = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+    row_of = np.repeat(np.arange(len(us), dtype=np.int64), counts)
+    chunk_shape = chunk_axes_shape(plan)
+    sel = wp.pair_sel[pairs]
+    groups: list[tuple[Any, np.ndarray]]
+    if merged is not None:
+        groups = [(merged, np.arange(len(pairs)))]
+    else:
+        groups = [(views[s], np.flatnonzero(sel == s)) for s in np.unique(sel).tolist()]
+    for target, g in groups:
+        p = pairs[g]
+        out_start = wp.out_start[p].copy()
+        if merged is not None:
+            first = views[int(wp.pair_sel[p[0]])].shape[0] if len(p) else 0
+            out_start[:, 0] += wp.pair_sel[p] * first
+        sp = ScatterPlan(row_of[g], wp.chunk_start[p], wp.chunk_step[p], out_start,
+                         np.ones_like(out_start), wp.count[p], chunk_shape)
+        decoded, strides = scatter_args(plan, rows, target.dtype)
+        scatter_chunks(target, decoded, sp, chunk_strides=strides)
