@@ -59,6 +59,8 @@ assert r["cupy"]["importable"] and r["kvikio"]["importable"] and r["nvcomp"]["im
 assert d["requested"] == "auto" and d["device"] == "cpu", d
 assert d["reason"].startswith("auto fell back to the CPU: no NVIDIA driver"), d["reason"]
 assert r["kvikio"]["gds_available"] is False, r["kvikio"]
+# What kvikio will actually do: compat mode (no cuFile driver), whatever GDS "availability" says.
+assert r["kvikio"]["compat_mode_preferred"] is True, r["kvikio"]
 print(f"  kvikio {r['kvikio']['version']}, compat_mode={r['kvikio']['compat_mode']}, "
       f"nvCOMP {r['nvcomp']['version']}, CuPy {r['cupy']['version']}")
 PY

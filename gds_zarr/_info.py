@@ -296,12 +296,30 @@ def _kvikio_info() -> KvikioInfo:
 
 
 def _io_path(device: str | None, kv: KvikioInfo | None) -> str:
+    """How reads will reach the device, as kvikio will do them.
+
+    ``kvikio.defaults.is_compat_mode_preferred()`` is kvikio's own answer (compat mode ON, or
+    AUTO without a usable cuFile driver); GDS being *available* is not enough. Only when that
+    probe failed is the answer pieced together from ``compat_mode`` and ``is_gds_available``.
+    """
     if device != "gpu":
         return "cpu: os.preadv into host memory from a thread pool"
-    if kv is not None and kv.gds_available and kv.compat_mode != "ON":
-        return ("gpu: GPU Direct Storage through cuFile (kvikio falls back to POSIX per file "
-                "where O_DIRECT or registration fails)")
-    return "gpu: kvikio compat mode (POSIX reads through a pinned host bounce buffer)"
+    if kv is None or not kv.importable:
+        return "gpu: kvikio is not importable"
+    preferred = kv.compat_mode_preferred
+    if preferred is None:
+        preferred = not (kv.gds_available and kv.compat_mode not in ("ON", None))
+    if not preferred:
+        return ("gpu: GPU Direct Storage through cuFile (kvikio prefers it; reads under "
+                "gds_threshold, and files where O_DIRECT or registration fails, still go "
+                "through POSIX)")
+    if kv.compat_mode == "ON":
+        why = "compat_mode is ON"
+    elif kv.gds_available is False:
+        why = "the cuFile driver reports GDS unavailable"
+    else:
+        why = "kvikio.defaults.is_compat_mode_preferred() is True"
+    return f"gpu: kvikio compat mode (POSIX reads through a pinned host bounce buffer): {why}"
 
 
 def _settings() -> dict[str, Any]:
@@ -413,7 +431,8 @@ def _format_text(r: Info) -> str:
         gpu_line = f"none found ({g.nvml_error or 'no device'})"
     if kv.importable:
         gds = {True: "available", False: "not available", None: "unknown"}[kv.gds_available]
-        kv_line = (f"{kv.version}; GDS {gds}, compat_mode={kv.compat_mode}, "
+        pref = {True: "compat", False: "GDS", None: "unknown"}[kv.compat_mode_preferred]
+        kv_line = (f"{kv.version}; GDS {gds}, compat_mode={kv.compat_mode} (reads: {pref}), "
                    f"libcufile {kv.libcufile_version}")
         kv_threads = (f"kvikio threads={kv.num_threads}, task_size={kv.task_size}, "
                       f"gds_threshold={kv.gds_threshold}")

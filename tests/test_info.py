@@ -13,7 +13,7 @@ from gpu_env import importable
 
 from gds_zarr import settings
 from gds_zarr._device import libcuda_error
-from gds_zarr._info import Info, _capture_native_stdout, info
+from gds_zarr._info import Info, KvikioInfo, _capture_native_stdout, _io_path, info
 
 pytestmark = pytest.mark.usefixtures("fresh_gpu_status")
 
@@ -107,6 +107,32 @@ def test_with_gpu_libraries_installed() -> None:
         assert report.device.device == "cpu"
         assert report.device.reason.startswith("auto fell back to the CPU: no NVIDIA driver")
         assert report.kvikio.gds_available is False
+        assert report.kvikio.compat_mode_preferred is True  # what kvikio will really do
         assert report.gpu.nvml_error is not None
     else:
         assert report.gpu.driver_version is not None
+
+
+@pytest.mark.parametrize(("gds", "mode", "preferred", "expected"), [
+    # kvikio's own answer decides: GDS available is not enough when it prefers compat mode.
+    (True, "AUTO", True, "compat mode"),
+    (True, "AUTO", False, "GPU Direct Storage"),
+    (True, "ON", True, "compat mode (POSIX reads through a pinned host bounce buffer): "
+                       "compat_mode is ON"),
+    (False, "AUTO", True, "the cuFile driver reports GDS unavailable"),
+    (True, "OFF", False, "GPU Direct Storage"),
+    # Its probe failed: pieced together from compat_mode and is_gds_available.
+    (True, "AUTO", None, "GPU Direct Storage"),
+    (True, "ON", None, "compat mode"),
+    (False, "AUTO", None, "compat mode"),
+    (None, None, None, "compat mode"),
+])
+def test_io_path_follows_what_kvikio_will_do(gds: bool | None, mode: str | None,
+                                             preferred: bool | None, expected: str) -> None:
+    kv = KvikioInfo(True, "26.10.00", gds_available=gds, compat_mode=mode,
+                    compat_mode_preferred=preferred)
+    path = _io_path("gpu", kv)
+    assert path.startswith("gpu: ") and expected in path
+    assert _io_path("cpu", kv).startswith("cpu:")
+    assert _io_path("gpu", KvikioInfo(False, error="ImportError")) == \
+        "gpu: kvikio is not importable"
