@@ -11,16 +11,29 @@ were checked); only the first call that needs ``libcuda.so.1`` fails, and CuPy t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from gds_zarr import settings
 from gds_zarr.errors import DeviceUnavailableError
 
-__all__ = ["DeviceChoice", "GPUStatus", "explain_device", "gpu_status", "resolve_device"]
+__all__ = [
+    "CudaTarget",
+    "DeviceChoice",
+    "GPUStatus",
+    "current_cuda_target",
+    "explain_device",
+    "gpu_status",
+    "needs_device_sync",
+    "on_cuda_target",
+    "resolve_device",
+    "wait_before_external_write",
+]
 
 Device = Literal["cpu", "gpu"]
 
@@ -210,3 +223,76 @@ def resolve_device(requested: str | None = None) -> Device:
     if choice.error is not None:
         raise DeviceUnavailableError(choice.error)
     return choice.device
+
+
+# ---------------------------------------------------------------- device and stream of the caller
+
+#: ``cudaStreamPerThread`` as a handle: one value for every thread's own default stream.
+STREAM_PER_THREAD = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CudaTarget:
+    """The CUDA device and CuPy stream a read runs on: those of the thread that asked for it.
+
+    Capture it with :func:`current_cuda_target` in that thread; enter it with
+    :func:`on_cuda_target` in the worker threads that read, decode and scatter for it.
+
+    Attributes
+    ----------
+    device
+        CUDA device id.
+    stream
+        A ``cupy.cuda.Stream`` (or ``ExternalStream``). CuPy's per-thread default stream is a
+        different stream in every thread; a target holding it means "the worker's own".
+    """
+
+    device: int
+    stream: Any
+
+    @property
+    def stream_ptr(self) -> int:
+        return int(self.stream.ptr)
+
+
+def current_cuda_target() -> CudaTarget:
+    """The current CuPy device and stream of the calling thread (imports CuPy)."""
+    import cupy
+
+    return CudaTarget(int(cupy.cuda.Device().id), cupy.cuda.get_current_stream())
+
+
+@contextlib.contextmanager
+def on_cuda_target(target: CudaTarget | None) -> Iterator[None]:
+    """Make ``target``'s device and stream current in this thread for the block (None: no-op,
+    and CuPy is not imported)."""
+    if target is None:
+        yield
+        return
+    import cupy
+
+    with cupy.cuda.Device(target.device), target.stream:
+        yield
+
+
+def needs_device_sync(stream_ptr: int) -> bool:
+    """Whether waiting for pool-recycled memory needs the whole device, not just the stream.
+
+    CuPy's pool hands a freed block out again only to allocations on the stream it was freed
+    on, so waiting for that stream is enough, except for the per-thread default stream: every
+    thread's has the same handle (2), so a block freed by kernels of another thread's
+    per-thread stream can come back here, and only a device synchronization covers those.
+    """
+    return int(stream_ptr) == STREAM_PER_THREAD
+
+
+def wait_before_external_write() -> None:
+    """Before kvikio (its own threads, or cuFile DMA) writes into CuPy memory allocated on this
+    thread's current stream: wait for the stream-ordered work that may still use that memory."""
+    import cupy
+
+    stream = cupy.cuda.get_current_stream()
+    if needs_device_sync(stream.ptr):
+        cupy.cuda.Device().synchronize()
+    else:
+        stream.synchronize()

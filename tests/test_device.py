@@ -173,3 +173,41 @@ def test_real_cupy_installed() -> None:
 
 def test_resolve_device_is_public() -> None:
     assert gds_zarr.resolve_device is resolve_device
+
+
+def test_on_cuda_target_none_is_a_no_op_without_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", None)  # any import of CuPy would raise
+    with _device.on_cuda_target(None):
+        pass
+
+
+def test_on_cuda_target_enters_device_then_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in CuPy records what is made current, in which order, and undone in reverse.
+    events: list[str] = []
+
+    class Ctx:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __enter__(self) -> None:
+            events.append(f"enter {self.name}")
+
+        def __exit__(self, *exc: object) -> None:
+            events.append(f"exit {self.name}")
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(Device=lambda i: Ctx(f"device {i}"))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    stream = Ctx("stream 0x1234")
+    with _device.on_cuda_target(_device.CudaTarget(1, stream)):
+        events.append("work")
+    assert events == ["enter device 1", "enter stream 0x1234", "work", "exit stream 0x1234",
+                      "exit device 1"]
+
+
+@pytest.mark.parametrize(("ptr", "device_wide"), [(0, False), (1, False), (2, True),
+                                                  (0x7F00_1234, False)])
+def test_pool_reuse_wait_covers_per_thread_default_streams(ptr: int, device_wide: bool) -> None:
+    # cudaStreamPerThread (2) is one pool key for every thread's own stream: only a device
+    # synchronization waits for other threads' kernels on blocks that key hands back.
+    assert _device.needs_device_sync(ptr) is device_wide

@@ -53,6 +53,7 @@ import numpy as np
 
 from gds_zarr._batch import BatchRead
 from gds_zarr._counters import Counters
+from gds_zarr._device import CudaTarget, on_cuda_target
 from gds_zarr.decode import formats
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.errors import ChunkDecodeError, CUDAContextError, GDSZarrError, GPUDecodeError
@@ -527,11 +528,12 @@ class NvcompDecoder:
 
     def decode_batch(self, steps: Sequence[BytesStep], src: BatchRead, index: np.ndarray,
                      decoded_nbytes: int, keys: Sequence[str], *,
-                     read_id: Any = None) -> Any:
+                     read_id: Any = None, target: CudaTarget | None = None) -> Any:
         """Decode chunks ``index`` of ``src`` into a ``(len(index), decoded_nbytes)`` CuPy array.
 
-        Runs on the device that holds ``src`` (a host ``src``: the current device) and on the
-        calling thread's current CuPy stream.
+        Runs on ``target``'s device and stream when given (those of the thread that asked for
+        the read), else on the device that holds ``src`` (a host ``src``: the current device)
+        and the calling thread's current CuPy stream.
 
         Parameters
         ----------
@@ -548,6 +550,8 @@ class NvcompDecoder:
         read_id
             Any hashable token of the read this batch belongs to: an nvCOMP refusal is logged
             at WARNING once per read (None: once per batch).
+        target
+            Device and stream to run on (see :func:`gds_zarr._device.current_cuda_target`).
 
         Returns
         -------
@@ -569,9 +573,14 @@ class NvcompDecoder:
         n = len(index)
         if n == 0:
             return cupy.empty((0, decoded_nbytes), cupy.uint8)
-        device = src.data.device if isinstance(src.data, cupy.ndarray) else cupy.cuda.Device()
+        if target is not None:
+            device = cupy.cuda.Device(target.device)
+        elif isinstance(src.data, cupy.ndarray):
+            device = src.data.device
+        else:
+            device = cupy.cuda.Device()
         row_keys = [keys[int(i)] for i in index]
-        with device:
+        with on_cuda_target(target), device:
             _check_alive(device.id, row_keys[0])
             try:
                 return self._decode_on_device(steps, src, index, decoded_nbytes, row_keys,

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from gds_zarr._counters import Counters
+from gds_zarr._device import CudaTarget, on_cuda_target
 from gds_zarr.planning.chunks import ScatterPlan
 
 __all__ = ["ScatterStats", "scatter_chunks", "scatter_stats"]
@@ -183,8 +184,12 @@ def _kernel(itemsize: int) -> Any:
 
 
 def scatter_chunks(out: Any, decoded: Any, plan: ScatterPlan, *,
-                   chunk_strides: Sequence[int] | None = None, general: General = ()) -> None:
+                   chunk_strides: Sequence[int] | None = None, general: General = (),
+                   target: CudaTarget | None = None) -> None:
     """Copy a batch of decoded chunks into ``out`` (CuPy) with one kernel launch.
+
+    The kernel runs on ``out``'s device, on ``target``'s stream when given (that of the thread
+    that asked for the read), else on the calling thread's current stream.
 
     Parameters
     ----------
@@ -204,6 +209,8 @@ def scatter_chunks(out: Any, decoded: Any, plan: ScatterPlan, *,
         ``plan.chunk_shape``.
     general
         Chunks whose selections are not slices, copied one at a time.
+    target
+        Device and stream of the caller (see :func:`gds_zarr._device.current_cuda_target`).
 
     Raises
     ------
@@ -211,6 +218,12 @@ def scatter_chunks(out: Any, decoded: Any, plan: ScatterPlan, *,
         If ``decoded`` does not hold chunks of ``plan.chunk_shape`` in ``out.dtype``, or a
         stride is not a whole number of items.
     """
+    with on_cuda_target(target), out.device:
+        _scatter_chunks(out, decoded, plan, chunk_strides, general)
+
+
+def _scatter_chunks(out: Any, decoded: Any, plan: ScatterPlan,
+                    chunk_strides: Sequence[int] | None, general: General) -> None:
     import cupy
 
     itemsize = out.dtype.itemsize

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from gds_zarr import settings
+from gds_zarr._device import CudaTarget, on_cuda_target, wait_before_external_write
 from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
 from gds_zarr.io._cpu import group_requests, not_a_file, resolve_ranges, temp_path_for
@@ -213,17 +214,28 @@ class KvikioIOBackend:
         max_size: int | None = None,
         resolve_link: Callable[[str], str] | None = None,
         size_hint: int | None = None,
+        target: CudaTarget | None = None,
     ) -> BatchRead:
         """Read every request into one CuPy uint8 buffer (arguments as the CPU backend's).
 
         ``size_hint`` is accepted for the shared interface and not needed: every file is sized
         before the device buffer is allocated, and kvikio reads them all in one go.
 
+        The buffer is allocated on ``target`` (the device and stream of the thread that asked
+        for the read, see :func:`gds_zarr._device.current_cuda_target`), else on this thread's
+        current device and stream.
+
         Raises
         ------
         ChunkReadError
             A file exists but cannot be read; ``key`` is its path.
         """
+        with on_cuda_target(target):
+            return self._read_batch(paths, starts, stops, max_gap, max_size, resolve_link)
+
+    def _read_batch(self, paths: Sequence[str], starts: np.ndarray, stops: np.ndarray,
+                    max_gap: int | None, max_size: int | None,
+                    resolve_link: Callable[[str], str] | None) -> BatchRead:
         import cupy as cp
 
         n = len(paths)
@@ -243,10 +255,10 @@ class KvikioIOBackend:
         opened = 0
         if plan.nreads:
             _configure_kvikio(plan.nreads, plan.total_size)
-            # CuPy's pool may hand out a block that kernels queued on this thread's stream still
-            # read (a previous batch, freed); kvikio writes from its own threads and, with real
-            # GDS, through the cuFile driver, outside stream order: wait for that work first.
-            cp.cuda.get_current_stream().synchronize()
+            # CuPy's pool may hand out a block that queued kernels still read (a previous
+            # batch, freed); kvikio writes from its own threads and, with real GDS, through the
+            # cuFile driver, outside stream order: wait for that work first.
+            wait_before_external_write()
             rf = plan.read_file
             # Files in windows of at most the cache bound: never more handles open at once.
             first = np.flatnonzero(np.r_[True, rf[1:] != rf[:-1]])
@@ -319,7 +331,8 @@ class KvikioIOBackend:
         if isinstance(arr, cp.ndarray):
             # Kernels or copies still queued on this thread's stream may be filling ``arr``;
             # kvikio reads it from its own threads (or cuFile DMA), outside stream order.
-            cp.cuda.get_current_stream().synchronize()
+            with cp.cuda.Device(arr.device.id):
+                wait_before_external_write()
         tmp = temp_path_for(path)
         try:
             f = kvikio.CuFile(tmp, "w")
