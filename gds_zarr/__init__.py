@@ -9,6 +9,7 @@ from __future__ import annotations
 from gds_zarr import errors, settings
 from gds_zarr._device import resolve_device
 from gds_zarr._info import info
+from gds_zarr.loader import WindowLoader
 from gds_zarr.pipeline import GDSCodecPipeline, enable
 from gds_zarr.store import GDSStore
 from gds_zarr.windows import aread_many, read_many
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GDSCodecPipeline",
     "GDSStore",
+    "WindowLoader",
     "__version__",
     "aread_many",
     "enable",
