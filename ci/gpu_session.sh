@@ -19,15 +19,18 @@
 # THEN, through the device `run` tool with carry [".whl"], in up to three calls (a command may
 # run 600 s; each call stops starting stages when its budget is spent and says where to resume):
 #
-#   bash ci/gpu_session.sh                       # install, info, tests_gpu, quick GPU bench
-#   bash ci/gpu_session.sh --from cpu-tests      # tests/ (the CPU suite, GPU present)
+#   bash ci/gpu_session.sh                       # install, info, tests_gpu happy paths, bench
+#   bash ci/gpu_session.sh --from gpu-faults     # corrupt-input and fault tests, then tests/
 #   bash ci/gpu_session.sh --from full-bench     # the full GPU benchmark, as time allows
 #
 # Stages, most important evidence first:
 #   install     .whl/*.whl -> $GDS_ZARR_SITE (default /tmp/site), skipped if already there
 #   info        nvidia-smi -L, python -m gds_zarr info (text, and --json into $OUT/info.json)
-#   gpu-tests   pytest tests_gpu       -> $OUT/pytest_gpu.log, $OUT/pytest_gpu.xml
+#   gpu-tests   pytest tests_gpu -m "not fresh_process" (the happy paths, in one process)
+#                                      -> $OUT/pytest_gpu.log, $OUT/pytest_gpu.xml
 #   quick-bench python -m benchmarks --device gpu --quick -> $OUT/bench_quick.log, $OUT/bench/
+#   gpu-faults  pytest tests_gpu -m fresh_process (corrupt input to nvCOMP, a device fault: a
+#               child process per test) -> $OUT/pytest_gpu_faults.log, .xml
 #   cpu-tests   pytest tests           -> $OUT/pytest_cpu.log, $OUT/pytest_cpu.xml
 #   full-bench  python -m benchmarks --device gpu       -> $OUT/bench_full.log, $OUT/bench/
 #
@@ -39,7 +42,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-stages=(install info gpu-tests quick-bench cpu-tests full-bench)
+stages=(install info gpu-tests quick-bench gpu-faults cpu-tests full-bench)
 from=install
 only=""
 budget=570
@@ -161,7 +164,8 @@ pytest_stage() {  # pytest_stage NAME CAP MIN LOGNAME PATHS...
   tail -n 1 "$OUT/$log.log" 2>/dev/null | sed "s/^/   $name: /" | tee -a "$summary"
 }
 if want gpu-tests; then
-  pytest_stage gpu-tests 330 60 pytest_gpu tests_gpu
+  # Happy paths first: a test that feeds nvCOMP corrupt data cannot take them down with it.
+  pytest_stage gpu-tests 330 60 pytest_gpu tests_gpu -m "not fresh_process"
 fi
 
 # ---------------------------------------------------------------- benchmarks
@@ -179,6 +183,9 @@ bench_stage() {  # bench_stage NAME CAP MIN LOGNAME ARGS...
 }
 if want quick-bench; then
   bench_stage quick-bench 240 90 bench_quick --quick --case-timeout 60
+fi
+if want gpu-faults; then
+  pytest_stage gpu-faults 300 60 pytest_gpu_faults tests_gpu -m fresh_process
 fi
 if want cpu-tests; then
   pytest_stage cpu-tests 480 120 pytest_cpu tests

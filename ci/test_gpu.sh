@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU test suite: tests_gpu/ then tests/, on a machine with an NVIDIA GPU.
+# GPU test suite: tests_gpu/ (happy paths, then fault tests) then tests/, on a GPU machine.
 # Usage: bash ci/test_gpu.sh [pytest args...]
 #
 # Installing, in this order:
@@ -24,4 +24,10 @@ elif ! "$py" -c "import gds_zarr" >/dev/null 2>&1; then
 fi
 nvidia-smi -L || echo "nvidia-smi: not available"
 "$py" -m gds_zarr info || true
-"$py" -m pytest tests_gpu tests -q -p no:cacheprovider "$@"
+# Happy paths first, in one process; then the tests that feed nvCOMP corrupt data or fault the
+# device, each in a child process (tests_gpu/conftest.py); then the CPU suite.
+status=0
+"$py" -m pytest tests_gpu -m "not fresh_process" -q -p no:cacheprovider "$@" || status=1
+"$py" -m pytest tests_gpu -m fresh_process -q -p no:cacheprovider "$@" || status=1
+"$py" -m pytest tests -q -p no:cacheprovider "$@" || status=1
+exit "$status"

@@ -34,6 +34,9 @@ import gds_zarr
 from gds_zarr.errors import ChunkDecodeError
 from gds_zarr.store import GDSStore
 
+# Corrupt input to nvCOMP is undefined behaviour: each test in a child process of its own.
+pytestmark = pytest.mark.fresh_process
+
 SHAPE, CHUNKS = (64, 64), (32, 32)
 DATA = np.arange(64 * 64, dtype="float32").reshape(SHAPE)
 KEY = "c/0/0"

@@ -116,6 +116,7 @@ def _corrupt_case(name: str):
     return steps, [bytes(e) for e in enc]
 
 
+@pytest.mark.fresh_process  # corrupt input to nvCOMP: a child process each
 @pytest.mark.parametrize("name", ["crc-flip", "zstd-huge", "lz4-prefix", "gzip-isize",
                                   "zlib-payload", "gzip-payload", "zstd-trunc"])
 def test_corrupt_chunk_raises_naming_key(name: str) -> None:
