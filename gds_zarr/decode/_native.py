@@ -33,12 +33,12 @@ from gds_zarr.decode import _zstd_native
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode._zstd_native import NativeHandle
 
-__all__ = ["Kernel", "kernel_for"]
+__all__ = ["INT_MAX", "Kernel", "blosc_stream_kernels", "kernel_for"]
 
 #: ``fn(dst, cap, src, n) -> int``, see the module docstring.
 Kernel = Callable[[int, int, int, int], int]
 
-_INT_MAX = 2**31 - 1  # LZ4 and Blosc take C ints for sizes
+INT_MAX = _INT_MAX = 2**31 - 1  # LZ4 and Blosc take C ints for sizes
 _local = threading.local()
 
 
@@ -117,6 +117,81 @@ def _blosc_kernel() -> Kernel:
 
     def kernel(dst: int, cap: int, src: int, n: int) -> int:
         return int(decompress(src, dst, cap, 1))
+
+    return kernel
+
+
+@functools.cache
+def _blosc_inner() -> Any:
+    """The codecs inside numcodecs' c-blosc, from its own extension module (it exports them).
+
+    The functions c-blosc's ``blosc_d`` itself calls for each stream, so a stream decodes to the
+    same bytes, and is refused in the same cases, as in c-blosc. Each symbol is optional.
+    """
+    paths = _module_file("numcodecs.blosc")
+    if not paths:
+        return None
+    try:
+        lib = ctypes.CDLL(paths[0])
+    except OSError:
+        return None
+    binds = {"LZ4_decompress_safe": (_int, [_vp, _vp, _int, _int]),
+             "blosclz_decompress": (_int, [_vp, _int, _vp, _int]),
+             "uncompress": (_int, [_vp, ctypes.POINTER(ctypes.c_ulong), _vp, ctypes.c_ulong]),
+             "ZSTD_createDCtx": (_vp, []),
+             "ZSTD_freeDCtx": (_sz, [_vp]),
+             "ZSTD_decompressDCtx": (_sz, [_vp, _vp, _sz, _vp, _sz])}
+    for name, (restype, argtypes) in binds.items():
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.restype, fn.argtypes = restype, argtypes
+    return lib
+
+
+def blosc_stream_kernels() -> dict[int, Kernel]:
+    """This thread's kernels for the compressed streams inside Blosc frames, by compressor code.
+
+    Codes as in Blosc's flags byte (0 BloscLZ, 1 LZ4/LZ4HC, 3 Zlib, 4 Zstd); a code missing from
+    the dict has no kernel here. A kernel ``fn(dst, cap, src, n)`` returns the bytes decoded
+    from the ``n``-byte stream into ``cap`` bytes, as c-blosc's wrapper of that codec does:
+    ``blosc_d`` accepts the stream only when that is exactly ``cap``. Call in the decoding
+    thread (the Zstd context is the thread's).
+    """
+    kernels: dict[int, Kernel] | None = getattr(_local, "blosc_streams", None)
+    if kernels is not None:
+        return kernels
+    lib = _blosc_inner()
+    kernels = {}
+    if lib is not None:
+        has = functools.partial(hasattr, lib)
+        if has("LZ4_decompress_safe"):
+            lz4 = lib.LZ4_decompress_safe
+            kernels[1] = lambda dst, cap, src, n: int(lz4(src, dst, n, cap))
+        if has("blosclz_decompress"):
+            blz = lib.blosclz_decompress
+            kernels[0] = lambda dst, cap, src, n: int(blz(src, n, dst, cap))
+        if has("uncompress"):
+            kernels[3] = _blosc_zlib_kernel(lib.uncompress)
+        if has("ZSTD_createDCtx") and has("ZSTD_freeDCtx") and has("ZSTD_decompressDCtx"):
+            ctx = _local.blosc_zstd = NativeHandle(lib.ZSTD_createDCtx, lib.ZSTD_freeDCtx,
+                                                   "ZSTD_createDCtx")
+            zd, c = lib.ZSTD_decompressDCtx, ctx.ptr
+            # c-blosc calls ZSTD_decompress: the same decoder with a fresh context
+            kernels[4] = lambda dst, cap, src, n: int(zd(c, dst, cap, src, n))
+    _local.blosc_streams = kernels
+    return kernels
+
+
+def _blosc_zlib_kernel(uncompress: Any) -> Kernel:
+    """c-blosc's ``zlib_wrap_decompress``: ``uncompress`` must return Z_OK (0)."""
+    made = ctypes.c_ulong()
+    made_p = ctypes.byref(made)
+
+    def kernel(dst: int, cap: int, src: int, n: int) -> int:
+        made.value = cap
+        if uncompress(dst, made_p, src, n) != 0:
+            return -1
+        return int(made.value)
 
     return kernel
 
