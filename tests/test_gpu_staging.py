@@ -17,6 +17,7 @@ from gds_zarr.planning.staging import (
     batch_staging_bytes,
     input_layout,
     output_layout,
+    unit_staging_bytes,
 )
 
 
@@ -127,4 +128,12 @@ def test_batch_staging_bytes_bounds_the_layout() -> None:
     bound = batch_staging_bytes(enc, decoded, decode_align=16)
     assert used <= bound < used + len(enc) * 2 * READ_ALIGN + out.nbytes
     assert batch_staging_bytes(enc, 4096, steps=0) == int(
-        align_up(enc + 2 * READ_ALIGN - 1, READ_ALIGN).sum()) + len(enc) * 4096
+        align_up(enc + READ_ALIGN - 1, READ_ALIGN).sum()) + len(enc) * 4096
+
+
+def test_unit_staging_bytes_sum_to_the_batch() -> None:
+    enc = np.array([1, 4096, 70_000], np.int64)
+    per = unit_staging_bytes(enc, 16_384)
+    assert per.dtype == np.int64 and int(per.sum()) == batch_staging_bytes(enc, 16_384)
+    # One chunk of 1 byte: a page of read staging, 16 packed, a 16 KiB slot (the row).
+    assert per[0] == 4096 + 16 + 16_384

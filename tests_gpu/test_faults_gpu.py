@@ -87,6 +87,24 @@ def test_whole_chunk_files_land_aligned_and_decode_in_place(tmp_path: Path) -> N
     assert gpu_decode_stats.nvcomp_calls == 1 and gpu_decode_stats.device_chunks == N
 
 
+@pytest.mark.parametrize("kind", ["zstd", "gzip"])
+def test_rows_decode_straight_into_the_callers_output(tmp_path: Path, kind: str) -> None:
+    # An output whose chunks are contiguous (whole rows of 64x64 float32 chunks, stacked).
+    paths, raws = _chunk_files(tmp_path, kind)
+    batch = KvikioIOBackend().read_batch(paths, *_whole(N))
+    target = cupy.full((N * 64, 64), -1, cupy.float32)
+    rows = target.view(cupy.uint8).reshape(N, NBYTES)
+    gpu_decode_stats.reset()
+    got = NvcompDecoder().decode_batch(STEPS[kind], batch, np.arange(N), NBYTES,
+                                       [f"c{i}" for i in range(N)], out=rows)
+    assert got is rows and gpu_decode_stats.rows_in_place == 1  # nvCOMP wrote them there
+    np.testing.assert_array_equal(cupy.asnumpy(target).view(np.uint8).reshape(N, NBYTES),
+                                  _expected(raws))
+    with pytest.raises(ValueError, match="C-contiguous uint8"):
+        NvcompDecoder().decode_batch(STEPS[kind], batch, np.arange(N), NBYTES,
+                                     [f"c{i}" for i in range(N)], out=rows[:, ::2])
+
+
 def test_inner_chunks_of_one_file_are_repacked_once(tmp_path: Path) -> None:
     raws = [_raw(i) for i in range(N)]
     enc = [_encode(STEPS["zstd"], r) for r in raws]

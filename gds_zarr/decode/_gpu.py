@@ -528,7 +528,8 @@ class NvcompDecoder:
 
     def decode_batch(self, steps: Sequence[BytesStep], src: BatchRead, index: np.ndarray,
                      decoded_nbytes: int, keys: Sequence[str], *,
-                     read_id: Any = None, target: CudaTarget | None = None) -> Any:
+                     read_id: Any = None, target: CudaTarget | None = None,
+                     out: Any = None) -> Any:
         """Decode chunks ``index`` of ``src`` into a ``(len(index), decoded_nbytes)`` CuPy array.
 
         Runs on ``target``'s device and stream when given (those of the thread that asked for
@@ -552,14 +553,22 @@ class NvcompDecoder:
             at WARNING once per read (None: once per batch).
         target
             Device and stream to run on (see :func:`gds_zarr._device.current_cuda_target`).
+        out
+            Where the rows go: a C-contiguous ``(len(index), decoded_nbytes)`` uint8 CuPy array
+            (e.g. a view of the caller's output whose chunks are contiguous). nvCOMP decodes
+            straight into it when its address and ``decoded_nbytes`` are multiples of the
+            codec's alignment (and no crc32c step follows the compressor); else the rows are
+            copied into it once. None: a new array.
 
         Returns
         -------
         cupy.ndarray
-            uint8, C-contiguous, one row per chunk.
+            uint8, C-contiguous, one row per chunk (``out`` when given).
 
         Raises
         ------
+        ValueError
+            ``out`` is not a C-contiguous uint8 array of that shape.
         ChunkDecodeError
             A chunk that fails a check or a codec, naming its key.
         GPUDecodeError
@@ -571,8 +580,12 @@ class NvcompDecoder:
 
         index = np.asarray(index, np.int64)
         n = len(index)
+        if out is not None and (out.dtype != cupy.uint8 or tuple(out.shape) != (
+                n, decoded_nbytes) or not out.flags.c_contiguous):
+            raise ValueError(f"out must be a C-contiguous uint8 array of shape "
+                             f"{(n, decoded_nbytes)}, got {out.dtype} {tuple(out.shape)}")
         if n == 0:
-            return cupy.empty((0, decoded_nbytes), cupy.uint8)
+            return out if out is not None else cupy.empty((0, decoded_nbytes), cupy.uint8)
         if target is not None:
             device = cupy.cuda.Device(target.device)
         elif isinstance(src.data, cupy.ndarray):
@@ -584,7 +597,7 @@ class NvcompDecoder:
             _check_alive(device.id, row_keys[0])
             try:
                 return self._decode_on_device(steps, src, index, decoded_nbytes, row_keys,
-                                              read_id)
+                                              read_id, out)
             except GDSZarrError:
                 raise
             except Exception as e:
@@ -596,7 +609,8 @@ class NvcompDecoder:
                 raise _mark_dead(device.id, reason, row_keys[0]) from e
 
     def _decode_on_device(self, steps: Sequence[BytesStep], src: BatchRead, index: np.ndarray,
-                          decoded_nbytes: int, row_keys: list[str], read_id: Any) -> Any:
+                          decoded_nbytes: int, row_keys: list[str], read_id: Any,
+                          into: Any) -> Any:
         import cupy
 
         n = len(index)
@@ -607,9 +621,13 @@ class NvcompDecoder:
             names = ", ".join(s.name for s in steps)
             log.debug("decoding %d chunks on the CPU: chain [%s] is not all-GPU", n, names)
             gpu_decode_stats.add(cpu_chunks=n)
-            return self._on_cpu(steps, data, starts, stops, decoded_nbytes, row_keys)
+            rows = self._on_cpu(steps, data, starts, stops, decoded_nbytes, row_keys)
+            if into is None:
+                return rows
+            into[...] = rows
+            return into
         out, cpu_rows = self._decode_gpu(steps, data, starts, stops, decoded_nbytes, row_keys,
-                                         read_id)
+                                         read_id, into)
         gpu_decode_stats.add(device_chunks=int(n - cpu_rows.sum()), cpu_chunks=int(cpu_rows.sum()))
         if cpu_rows.any():
             rows = np.flatnonzero(cpu_rows)
@@ -635,8 +653,9 @@ class NvcompDecoder:
 
     def _decode_gpu(self, steps: Sequence[BytesStep], data: Any, starts: np.ndarray,
                     stops: np.ndarray, decoded_nbytes: int, keys: Sequence[str],
-                    read_id: Any) -> tuple[Any, np.ndarray]:
-        """Run the steps on the device; return the rows and the rows left to the CPU."""
+                    read_id: Any, into: Any = None) -> tuple[Any, np.ndarray]:
+        """Run the steps on the device; return the rows (``into`` when given) and the rows
+        left to the CPU."""
         import cupy
 
         n = len(starts)
@@ -661,8 +680,10 @@ class NvcompDecoder:
                 continue
             p = _CHECKS[step.kind](reader, starts, stops, sizes_after[k], keys)
             cpu_rows |= p.cpu_only
+            last = sizes_after[k] == decoded_nbytes  # no crc32c step after it
             data, starts, stops, refused = self._nvcomp(step, data, p, ~cpu_rows,
-                                                        sizes_after[k], keys, read_id)
+                                                        sizes_after[k], keys, read_id,
+                                                        into if last else None)
             cpu_rows |= refused
         # Rows out of the last step (or the raw payloads): sizes must be exact.
         got = stops - starts
@@ -674,17 +695,20 @@ class NvcompDecoder:
         if not cpu_rows.all() and data.size >= n * decoded_nbytes \
                 and (starts == np.arange(n, dtype=np.int64) * decoded_nbytes).all():
             # nvCOMP wrote every row in its place: the staging buffer is the answer.
-            gpu_decode_stats.add(rows_in_place=1)
-            return data[: n * decoded_nbytes].reshape(n, decoded_nbytes), cpu_rows
-        out = cupy.empty((n, decoded_nbytes), cupy.uint8)
+            rows = data[: n * decoded_nbytes].reshape(n, decoded_nbytes)
+            if into is None or rows.data.ptr == into.data.ptr:
+                gpu_decode_stats.add(rows_in_place=1)
+                return rows if into is None else into, cpu_rows
+        out = cupy.empty((n, decoded_nbytes), cupy.uint8) if into is None else into
         live = np.flatnonzero(~cpu_rows)
         _gather(data, starts[live], got[live], out, live * decoded_nbytes)
         return out, cpu_rows
 
     def _nvcomp(self, step: BytesStep, data: Any, p: formats.Payload, live: np.ndarray,
-                expected: int, keys: Sequence[str], read_id: Any
+                expected: int, keys: Sequence[str], read_id: Any, into: Any = None
                 ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
-        """Decode payloads ``p`` of the ``live`` rows in one nvCOMP call into a staging buffer.
+        """Decode payloads ``p`` of the ``live`` rows in one nvCOMP call into a staging buffer
+        (``into``, the caller's rows, when its layout is nvCOMP's).
 
         Returns the staging buffer, each row's start and stop there, and the rows nvCOMP
         refused (all live rows, or none): the caller decodes those on the CPU.
@@ -716,7 +740,10 @@ class NvcompDecoder:
         except _Refused as e:
             return self._refused(step, e, data, p, live, expected, read_id)
         out = staging.output_layout(n, expected, align)
-        buf = cupy.empty(out.nbytes, cupy.uint8)
+        if into is not None and out.rows_in_place and into.data.ptr % align == 0:
+            buf = into.reshape(-1)  # nvCOMP writes the caller's rows: no copy afterwards
+        else:
+            buf = cupy.empty(out.nbytes, cupy.uint8)
         src_starts = p.starts[rows]
         sizes = p.stops[rows] - src_starts
         inputs = staging.input_layout(data.data.ptr, src_starts, sizes, align)

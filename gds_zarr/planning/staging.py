@@ -18,7 +18,7 @@ the decoder and the budget agree without moving bytes twice:
   When the decoded size is a multiple of it (every power-of-two chunk), the slots are exactly the
   ``(n, decoded_nbytes)`` rows the pipeline scatters from: nvCOMP writes the rows in place.
 
-:func:`batch_staging_bytes` adds the three up for the ``memory_budget``. Everything here is
+:func:`unit_staging_bytes` bounds the three per chunk for the ``memory_budget``. Everything here is
 device-free and tested on the CPU (tests/test_gpu_staging.py); ``io/_gpu.py`` and
 ``decode/_gpu.py`` use it unchanged.
 """
@@ -41,6 +41,7 @@ __all__ = [
     "batch_staging_bytes",
     "input_layout",
     "output_layout",
+    "unit_staging_bytes",
 ]
 
 READ_ALIGN = 4096
@@ -207,19 +208,22 @@ def output_layout(n: int, decoded_nbytes: int, align: int) -> OutputLayout:
                         stride == decoded_nbytes)
 
 
-def batch_staging_bytes(encoded_nbytes: np.ndarray, decoded_nbytes: int, *,
-                        read_align: int = READ_ALIGN, decode_align: int = 16,
-                        steps: int = 1) -> int:
-    """Upper bound of the device bytes one GPU batch stages, for ``memory_budget``.
+def unit_staging_bytes(encoded_nbytes: np.ndarray, decoded_nbytes: int, *,
+                       read_align: int = READ_ALIGN, decode_align: int = 16,
+                       steps: int = 1) -> np.ndarray:
+    """Upper bound of the device bytes each chunk of a GPU batch stages, for ``memory_budget``.
+
+    What the pipeline splits batches by (``split_by_budget`` takes a cost per unit), in place of
+    ``encoded + decoded`` on the CPU.
 
     Parameters
     ----------
     encoded_nbytes
-        int64 encoded size (or its estimate) of every chunk of the batch.
+        int64 encoded size (or its estimate) of every chunk.
     decoded_nbytes
         Decoded size of one chunk.
     read_align
-        Page alignment of reads: each read may grow by up to two pages less a byte.
+        Page alignment of reads: a read covers at most ceil((size + page - 1) / page) pages.
     decode_align
         nvCOMP's decompression alignment (16 is the most any format needs).
     steps
@@ -227,16 +231,28 @@ def batch_staging_bytes(encoded_nbytes: np.ndarray, decoded_nbytes: int, *,
 
     Returns
     -------
-    int
-        Read staging (each chunk its own read: the worst case for padding) + a packed input
-        copy of every chunk + the output slots, + the rows when they are not the slots.
+    numpy.ndarray
+        int64 per chunk: its read staging (as its own read: the worst case for padding), a
+        packed input copy, its output slot, and its row when the rows are not the slots. Not
+        counted, as on the CPU: gap bytes a coalesced read takes along, and the one page per
+        batch the I/O backend adds to start its buffer at a page.
     """
     enc = np.asarray(encoded_nbytes, np.int64)
-    n = len(enc)
-    reads = int(align_up(enc + 2 * read_align - 1, read_align).sum())
+    reads = align_up(enc + read_align - 1, read_align)
+    assert isinstance(reads, np.ndarray)
     if steps == 0:
-        return reads + n * int(decoded_nbytes)
-    packed = int(align_up(enc, decode_align).sum())
-    out = output_layout(n, decoded_nbytes, decode_align)
-    rows = 0 if out.rows_in_place else n * int(decoded_nbytes)
-    return reads + packed + out.nbytes + rows
+        return reads + int(decoded_nbytes)
+    packed = align_up(enc, decode_align)
+    assert isinstance(packed, np.ndarray)
+    out = output_layout(1, decoded_nbytes, decode_align)
+    rows = 0 if out.rows_in_place else int(decoded_nbytes)
+    return reads + packed + out.stride + rows
+
+
+def batch_staging_bytes(encoded_nbytes: np.ndarray, decoded_nbytes: int, *,
+                        read_align: int = READ_ALIGN, decode_align: int = 16,
+                        steps: int = 1) -> int:
+    """Upper bound of the device bytes one GPU batch stages (the sum of
+    :func:`unit_staging_bytes`; arguments as there)."""
+    return int(unit_staging_bytes(encoded_nbytes, decoded_nbytes, read_align=read_align,
+                                  decode_align=decode_align, steps=steps).sum())
