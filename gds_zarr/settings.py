@@ -61,6 +61,15 @@ def _parse_device(value: str) -> str:
     return v
 
 
+def _parse_seconds(value: float | str) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number of seconds, got {value!r}")
+    t = float(str(value).strip().removesuffix("s")) if isinstance(value, str) else float(value)
+    if not t > 0:
+        raise ValueError(f"expected a number of seconds > 0, got {value!r}")
+    return t
+
+
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -119,6 +128,16 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("file_handle_cache_size", lambda: 128, _parse_int,
                 "Open kvikio CuFile handles kept per process (bounded, also by ulimit -n).",
                 "128"),
+        Setting("remote_concurrency", lambda: 64, _parse_int,
+                "Requests one batched read of a remote store (s3://, gs://, az://, http(s)://) "
+                "keeps in flight at once.", "64"),
+        Setting("remote_timeout", lambda: 30.0, _parse_seconds,
+                "Seconds one remote request may take (a stalled server) before it is retried.",
+                "30"),
+        Setting("remote_retries", lambda: 5, _parse_int,
+                "Retries of a failed remote request (5xx, dropped connection, timeout), with "
+                "exponential backoff from 100 ms; then ChunkReadError names the key and URL.",
+                "5"),
     )
 }
 

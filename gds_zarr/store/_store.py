@@ -22,7 +22,7 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -42,6 +42,7 @@ from gds_zarr.io._base import BatchRead, IOBackend, IOStats
 from gds_zarr.io._cpu import PosixIOBackend, is_temp_name
 from gds_zarr.planning.index_cache import shard_index_cache
 from gds_zarr.store._keys import KeyResolver
+from gds_zarr.store._url import is_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -94,14 +95,19 @@ class GDSStore(Store):
     Parameters
     ----------
     root
-        The store's directory. Created on open unless ``read_only``.
+        The store's directory (created on open unless ``read_only``), or an object store URL:
+        ``s3://``, ``gs://``, ``az://`` or ``http(s)://`` (then the instance is a
+        :class:`gds_zarr.store._remote.RemoteGDSStore`, a subclass reading through obstore).
     read_only
         Refuse every write, delete and clear.
+    storage_options
+        For a URL only: the object store's configuration (see ``gds_zarr/store/_url.py``).
 
     Examples
     --------
     >>> store = GDSStore("data.zarr")                                 # doctest: +SKIP
     >>> zarr.open_array(store, mode="r")[...]                         # doctest: +SKIP
+    >>> GDSStore("s3://bucket/era5.zarr", read_only=True)            # doctest: +SKIP
     """
 
     supports_writes: bool = True
@@ -110,10 +116,22 @@ class GDSStore(Store):
 
     root: Path
 
-    def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
+    def __new__(cls, root: Any = None, *args: Any, **kwargs: Any) -> Self:
+        # One public class: a URL root makes the remote subclass (same API, obstore backend).
+        if cls is GDSStore and is_url(root):
+            from gds_zarr.store._remote import RemoteGDSStore
+
+            return super().__new__(RemoteGDSStore)  # type: ignore[return-value]
+        return super().__new__(cls)
+
+    def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
         super().__init__(read_only=read_only)
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"'root' must be a str or os.PathLike, got {type(root).__name__}")
+        if storage_options:
+            raise ValueError(f"storage_options apply to s3://, gs://, az:// and http(s):// "
+                             f"URLs, not to the local path {os.fspath(root)!r}")
         self.root = Path(os.fspath(root))
         self._keys = KeyResolver(os.fspath(self.root))
         self._backends: dict[Device, IOBackend] = {}

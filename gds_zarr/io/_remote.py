@@ -1,0 +1,337 @@
+"""ObstoreIOBackend: batched ranged reads of remote objects (S3, GCS, Azure, HTTP) into one
+numpy buffer.
+
+The remote twin of :class:`gds_zarr.io._cpu.PosixIOBackend`, with the same request encoding
+(:class:`~gds_zarr.io._base.IOBackend`) and the same coalescing rules
+(:func:`gds_zarr.planning.ranges.plan_reads`). One batch is ONE round of requests, all in flight
+at once up to the ``remote_concurrency`` setting:
+
+* bounded ranges of one object are coalesced by the gap/size rules and fetched with one
+  ``obstore.get_ranges_async`` call per object (object sizes are not needed: servers clamp a
+  range that runs past the end, as LocalStore does);
+* a whole value, an offset to the end or a suffix is one GET each (with a ``Range`` header for
+  the last two), so a whole chunk or a shard index costs one request and no HEAD;
+* a zero-length request is answered by the object's other requests, else by a HEAD.
+
+Only an object whose coalesced range starts past its end (a server answers 416) costs a second
+round: a HEAD for its size, then the ranges that are left.
+
+The requests run on one event loop in a daemon thread of the process (obstore's futures need a
+running loop; the store's callers are plain threads or zarr's own loop, which must not be
+re-entered). The bodies, Rust-owned buffers, are copied once into the batch's one buffer.
+
+Errors: a missing object (404) makes its requests ``present=False``; anything else that is
+still failing after obstore's retries (``remote_retries``, ``remote_timeout``: 5xx, dropped
+connections, stalls, short bodies) or that is refused (401/403) raises
+:class:`~gds_zarr.errors.ChunkReadError` naming the object and its URL, with secrets removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from gds_zarr import settings
+from gds_zarr.errors import ChunkReadError
+from gds_zarr.io._base import BatchRead, IOStats
+from gds_zarr.io._cpu import group_requests
+from gds_zarr.planning.ranges import MAX_OFFSET, plan_reads
+
+__all__ = ["ObstoreIOBackend", "describe_error", "run_async"]
+
+T = TypeVar("T")
+
+_loop_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid = -1
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The process's I/O event loop, started on first use (and again in a forked child)."""
+    global _loop, _loop_pid
+    with _loop_lock:
+        if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="gds_zarr-remote-io",
+                             daemon=True).start()
+            _loop, _loop_pid = loop, os.getpid()
+        return _loop
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the I/O loop and wait for it (blocking; any thread but the loop's)."""
+    future = asyncio.run_coroutine_threadsafe(coro, _event_loop())
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # an interrupted caller: stop the batch's requests too
+        raise
+
+
+def _status(e: BaseException) -> int | None:
+    """The HTTP status an obstore error reports, if it names one."""
+    text = str(e)
+    for code in (416, 412, 403, 401, 404):
+        if f"{code} " in text or f"status code: {code}" in text:
+            return code
+    return None
+
+
+def describe_error(e: BaseException, redact: Callable[[str], str]) -> str:
+    """A one-paragraph, secret-free reason from an obstore (or other) exception."""
+    import obstore.exceptions as oe
+
+    first = str(e).strip().split("\n\nDebug source:")[0]
+    # Server bodies (S3's XML) repeat the status with request ids: the first lines suffice.
+    first = " ".join(first.splitlines()[:2])[:400]
+    denied = isinstance(e, (oe.PermissionDeniedError, oe.UnauthenticatedError)) \
+        or _status(e) in (401, 403)
+    what = "access denied" if denied else type(e).__name__
+    return redact(f"{what}: {first}")
+
+
+class _PastEnd(Exception):
+    """A range that starts past the object's end (HTTP 416): read again once its size is
+    known."""
+
+
+class ObstoreIOBackend:
+    """CPU backend over an obstore store (see the module docstring).
+
+    Parameters
+    ----------
+    store
+        An obstore store (``S3Store``, ``GCSStore``, ``AzureStore``, ``HTTPStore``).
+    object_url
+        ``object_url(path)`` is the URL of an object, for error messages.
+    redact
+        Removes secrets from a message.
+    """
+
+    device: Literal["cpu", "gpu"] = "cpu"
+
+    def __init__(self, store: Any, object_url: Callable[[str], str],
+                 redact: Callable[[str], str]) -> None:
+        self.store = store
+        self.stats = IOStats()
+        self._url = object_url
+        self._redact = redact
+
+    def __repr__(self) -> str:
+        return "ObstoreIOBackend()"
+
+    def read_batch(
+        self,
+        paths: Sequence[str],
+        starts: np.ndarray,
+        stops: np.ndarray,
+        *,
+        max_gap: int | None = None,
+        max_size: int | None = None,
+        size_hint: int | None = None,
+        resolve_link: Callable[[str], str] | None = None,
+    ) -> BatchRead:
+        """Read every request into one numpy uint8 buffer, all requests in flight at once.
+
+        Parameters
+        ----------
+        paths
+            Object paths, one per request (repeats are coalesced).
+        starts, stops
+            Encoded requests, as :class:`~gds_zarr.io._base.IOBackend` documents.
+        max_gap, max_size
+            Coalescing bounds (default: the ``coalesce_max_gap``/``coalesce_max_size``
+            settings).
+        size_hint, resolve_link
+            Accepted for the shared interface; not needed (no sizes are asked for, and object
+            stores have no links).
+
+        Returns
+        -------
+        BatchRead
+
+        Raises
+        ------
+        ChunkReadError
+            An object that exists but cannot be read; ``key`` is its path.
+        """
+        starts, stops, file_of, files = group_requests(paths, starts, stops)
+        n = len(starts)
+        bounded = (starts >= 0) & (stops > starts)
+        open_ended = stops < 0
+        b_idx = np.flatnonzero(bounded)
+        plan = plan_reads(file_of[b_idx], starts[b_idx],
+                          np.minimum(stops[b_idx], MAX_OFFSET), max_gap=max_gap,
+                          max_size=max_size)
+        o_idx = np.flatnonzero(open_ended)
+        z_idx = np.flatnonzero(~bounded & ~open_ended)  # zero-length: presence only
+        bodies, present_file, fetches = run_async(
+            self._fetch(files, plan, file_of[o_idx], starts[o_idx], stops[o_idx],
+                        np.unique(file_of[z_idx])))
+        nreads = plan.nreads
+        lengths = np.fromiter((len(b) for b in bodies), dtype=np.int64, count=len(bodies))
+        dest = np.zeros(len(bodies), dtype=np.int64)
+        if len(bodies) > 1:
+            np.cumsum(lengths[:-1], out=dest[1:])
+        parts = [np.frombuffer(b, dtype=np.uint8) for b in bodies if len(b)]
+        data = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
+        offsets = np.zeros(n, dtype=np.int64)
+        sizes = np.zeros(n, dtype=np.int64)
+        if len(b_idx):
+            # Which read serves each bounded request: reads are back to back in the plan's
+            # staging order, so the last read starting at or before the request's slot.
+            r = np.searchsorted(plan.read_dest, plan.request_dest, side="right") - 1
+            within = starts[b_idx] - plan.read_offset[r]
+            got_end = plan.read_offset[r] + lengths[r]  # a short body: the object ended there
+            sizes[b_idx] = np.maximum(np.minimum(stops[b_idx], got_end) - starts[b_idx], 0)
+            offsets[b_idx] = np.where(sizes[b_idx] > 0, dest[r] + within, 0)
+        if len(o_idx):
+            sizes[o_idx] = lengths[nreads:nreads + len(o_idx)]
+            offsets[o_idx] = dest[nreads:nreads + len(o_idx)]
+        present = present_file[file_of]
+        sizes[~present] = 0
+        offsets[~present] = 0
+        self.stats.add(files_opened=len(files), reads=fetches, bytes_read=int(data.nbytes),
+                       requests=n)
+        return BatchRead(data=data, offsets=offsets, sizes=sizes, present=present,
+                         device="cpu", nbytes_staged=int(data.nbytes))
+
+    async def _fetch(self, files: list[str], plan: Any, o_file: np.ndarray, o_start: np.ndarray,
+                     o_stop: np.ndarray, z_files: np.ndarray
+                     ) -> tuple[list[Any], np.ndarray, int]:
+        """Issue every request of the batch at once; the bodies (coalesced reads first, then
+        open-ended requests, in order), which files exist, and how many requests were sent."""
+        import obstore as obs
+
+        sem = asyncio.Semaphore(max(1, int(settings.get("remote_concurrency"))))
+        present = np.ones(len(files), dtype=bool)
+        nreads = plan.nreads
+        bodies: list[Any] = [b""] * (nreads + len(o_file))
+        sent = [0]
+        store = self.store
+
+        async def fetch(f: int, make: Callable[[], Any], requests: int = 1) -> Any:
+            """``requests`` requests for file ``f``: a 404 marks it missing (returns None)."""
+            async with sem:
+                sent[0] += requests
+                try:
+                    return await make()
+                except FileNotFoundError:  # obstore's NotFoundError: the object does not exist
+                    present[f] = False
+                    return None
+                except Exception as e:  # noqa: BLE001 - each failure: ChunkReadError naming it
+                    if _status(e) == 416:
+                        raise _PastEnd from None
+                    raise ChunkReadError(files[f], f"{describe_error(e, self._redact)} "
+                                                   f"({self._url(files[f])})") from None
+
+        async def ranges(f: int, rows: np.ndarray) -> None:
+            path = files[f]
+            lo = plan.read_offset[rows]
+            hi = lo + plan.read_size[rows]
+            try:
+                got = await fetch(f, lambda: obs.get_ranges_async(
+                    store, path, starts=lo.tolist(), ends=hi.tolist(), coalesce=0), len(lo))
+            except _PastEnd:
+                got = await past_end(f, lo, hi)
+            if got is not None:
+                for row, body in zip(rows.tolist(), got, strict=True):
+                    bodies[row] = body
+
+        async def past_end(f: int, lo: np.ndarray, hi: np.ndarray) -> list[Any] | None:
+            """Some range starts past the object's end: learn its size, read what exists."""
+            meta = await fetch(f, lambda: obs.head_async(store, files[f]))
+            if meta is None:
+                return None
+            size = int(meta["size"])
+            keep = lo < size
+            out: list[Any] = [b""] * len(lo)
+            if keep.any():
+                got = await fetch(f, lambda: obs.get_ranges_async(
+                    store, files[f], starts=lo[keep].tolist(),
+                    ends=np.minimum(hi[keep], size).tolist(), coalesce=0), int(keep.sum()))
+                if got is None:
+                    return None
+                for j, body in zip(np.flatnonzero(keep).tolist(), got, strict=True):
+                    out[j] = body
+            return out
+
+        async def whole(j: int, f: int, start: int) -> None:
+            path = files[f]
+            options: Any = None
+            if start > 0:
+                options = {"range": {"offset": start}}
+            elif start < 0:
+                options = {"range": {"suffix": -start}}
+
+            async def get() -> Any:
+                try:
+                    result = await obs.get_async(store, path, options=options)
+                except Exception as e:
+                    if _status(e) == 416:
+                        return b""  # an offset past the end of an existing object: empty
+                    raise
+                return await result.bytes_async()
+
+            body = await fetch(f, get)
+            if body is not None:
+                bodies[nreads + j] = body
+
+        async def exists(f: int) -> None:
+            await fetch(f, lambda: obs.head_async(store, files[f]))
+
+        tasks: list[Coroutine[Any, Any, None]] = []
+        rf = plan.read_file
+        if nreads:
+            cuts = np.flatnonzero(np.diff(rf)) + 1
+            for rows in np.split(np.arange(nreads), cuts):
+                tasks.append(ranges(int(rf[rows[0]]), rows))
+        for j, (f, start) in enumerate(zip(o_file.tolist(), o_start.tolist(), strict=True)):
+            tasks.append(whole(j, f, start))
+        answered = set(rf.tolist()) | set(o_file.tolist())
+        for f in z_files.tolist():
+            if f not in answered:
+                tasks.append(exists(f))
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return bodies, present, sent[0]
+
+    def write_file(self, path: str, data: Any, *, exclusive: bool = False) -> None:
+        """Upload ``data`` (host bytes) to the object ``path``; atomic on every object store.
+
+        Parameters
+        ----------
+        path
+            The object path.
+        data
+            Anything with the buffer protocol.
+        exclusive
+            If True, raise ``FileExistsError`` when the object exists (a conditional put).
+        """
+        import obstore as obs
+
+        mode = "create" if exclusive else "overwrite"
+        body = memoryview(data).cast("B").tobytes()
+
+        async def put() -> Any:  # obstore's awaitables need the running loop when made
+            return await obs.put_async(self.store, path, body, mode=mode)
+
+        try:
+            run_async(put())
+        except FileExistsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - each failure: an OSError naming it
+            if exclusive and _status(e) == 412:
+                raise FileExistsError(path) from None
+            raise OSError(f"could not write {path!r}: {describe_error(e, self._redact)} "
+                          f"({self._url(path)})") from None
+
+    def close(self) -> None:
+        """Nothing to release: obstore's connection pool lives with its store object."""

@@ -1,0 +1,224 @@
+"""Remote reads into device memory: kvikio ``RemoteFile`` for S3 and HTTP, else obstore on the
+host plus one host-to-device copy per batch.
+
+:func:`remote_gpu_choice` decides, and says why (``info`` and ``GDSStore.gpu_read_path`` report
+it); :func:`remote_gpu_backend` builds the backend:
+
+* :class:`KvikioRemoteIOBackend` (S3 through the ``AWS_*`` environment, public S3, HTTP):
+  one round of HEAD requests (through obstore, all in flight at once) sizes every object and
+  tells missing ones apart, the ranges are clamped and coalesced as on the CPU
+  (:func:`~gds_zarr.planning.ranges.plan_reads`), ONE CuPy buffer is allocated and every read
+  is issued as ``RemoteFile.pread`` into its slice before any is waited on; kvikio's thread pool
+  overlaps them and writes the bytes to the device without a host copy of the batch.
+* :class:`HostStagedIOBackend` (GCS, Azure, S3 configured through ``storage_options`` only,
+  kvikio without remote support): the CPU backend's batch, then one ``cupy.asarray``.
+
+kvikio reads S3 settings from the environment only (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``, ...), so an S3 store whose endpoint or credentials come from
+``storage_options`` takes the host-staged path. Like ``CuFile``, ``RemoteFile`` needs
+libcuda, so nothing here is imported on CPU-only machines.
+
+NOTE: written against kvikio's documented ``RemoteFile`` API (``open_http``, ``open_s3_url``,
+``open_s3_public``, ``pread``); it has not yet run on a GPU machine (see the tests_gpu twin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from gds_zarr._batch import BatchRead
+from gds_zarr.errors import ChunkReadError
+from gds_zarr.io._base import IOStats
+from gds_zarr.io._cpu import group_requests, resolve_ranges
+from gds_zarr.io._remote import ObstoreIOBackend, describe_error, run_async
+from gds_zarr.planning.ranges import plan_reads
+
+__all__ = ["HostStagedIOBackend", "KvikioRemoteIOBackend", "remote_gpu_backend",
+           "remote_gpu_choice"]
+
+_S3_OPTIONS_KVIKIO_CANNOT_TAKE = ("endpoint", "endpoint_url", "access_key_id",
+                                  "secret_access_key", "session_token", "token", "region",
+                                  "client_options")
+
+
+def _kvikio_remote() -> str | None:
+    """None if kvikio's RemoteFile is usable, else why not."""
+    try:
+        import kvikio
+        from kvikio.remote_file import RemoteFile, is_remote_file_available
+    except ImportError as e:
+        return f"kvikio has no RemoteFile ({e})"
+    if not is_remote_file_available():
+        return f"kvikio {kvikio.__version__} was built without remote-file support"
+    if not hasattr(RemoteFile, "open_http"):
+        return f"kvikio {kvikio.__version__} predates RemoteFile.open_http (need >= 25.02)"
+    return None
+
+
+def remote_gpu_choice(location: Any) -> tuple[str, str]:
+    """``(backend, reason)`` for reads from ``location`` (a RemoteLocation) into the GPU."""
+    staged = "obstore + one host-to-device copy per batch"
+    if location.kind not in ("s3", "http"):
+        return staged, f"kvikio RemoteFile reads S3 and HTTP only, not {location.kind}"
+    if location.kind == "s3":
+        given = [k for k in _S3_OPTIONS_KVIKIO_CANNOT_TAKE if k in location.options]
+        if given:
+            return staged, (f"storage_options set {', '.join(given)}; kvikio takes S3 settings "
+                            f"from the AWS_* environment only")
+    why = _kvikio_remote()
+    if why is not None:
+        return staged, why
+    return "kvikio RemoteFile", f"{location.kind} objects read straight into device memory"
+
+
+def remote_gpu_backend(location: Any, cpu: ObstoreIOBackend) -> Any:
+    """The device backend for ``location`` (see :func:`remote_gpu_choice`)."""
+    backend, _ = remote_gpu_choice(location)
+    if backend == "kvikio RemoteFile":
+        return KvikioRemoteIOBackend(location, cpu)
+    return HostStagedIOBackend(cpu)
+
+
+class HostStagedIOBackend:
+    """Reads a batch on the host (obstore), then copies it to the device in ONE transfer."""
+
+    device: Literal["cpu", "gpu"] = "gpu"
+
+    def __init__(self, cpu: ObstoreIOBackend) -> None:
+        self.cpu = cpu
+        self.stats = cpu.stats
+
+    def __repr__(self) -> str:
+        return "HostStagedIOBackend(ObstoreIOBackend())"
+
+    def read_batch(self, paths: Sequence[str], starts: np.ndarray, stops: np.ndarray,
+                   **kw: Any) -> BatchRead:
+        """The CPU batch with its one buffer copied to a CuPy array (arguments as the CPU
+        backend's)."""
+        import cupy as cp
+
+        b = self.cpu.read_batch(paths, starts, stops, **kw)
+        return BatchRead(data=cp.asarray(b.data), offsets=b.offsets, sizes=b.sizes,
+                         present=b.present, device="gpu", nbytes_staged=b.nbytes_staged)
+
+    def write_file(self, path: str, data: Any, *, exclusive: bool = False) -> None:
+        """Upload device or host bytes (device bytes are copied to the host first)."""
+        if hasattr(data, "__cuda_array_interface__") and not hasattr(data, "__array_interface__"):
+            import cupy as cp
+
+            data = cp.asnumpy(data)
+        self.cpu.write_file(path, data, exclusive=exclusive)
+
+    def close(self) -> None:
+        self.cpu.close()
+
+
+class KvikioRemoteIOBackend(HostStagedIOBackend):
+    """Reads S3/HTTP objects with kvikio ``RemoteFile.pread`` into one CuPy buffer (module
+    docstring)."""
+
+    def __init__(self, location: Any, cpu: ObstoreIOBackend) -> None:
+        super().__init__(cpu)
+        self.location = location
+        self.stats = IOStats()
+
+    def __repr__(self) -> str:
+        return "KvikioRemoteIOBackend()"
+
+    def _open(self, path: str, size: int) -> Any:
+        from kvikio.remote_file import RemoteFile
+
+        loc = self.location
+        if loc.kind == "http":
+            return RemoteFile.open_http(loc.object_url(path), nbytes=size)
+        url = f"s3://{loc.bucket}/{path}"
+        if loc.anonymous() and hasattr(RemoteFile, "open_s3_public"):
+            return RemoteFile.open_s3_public(url, nbytes=size)
+        return RemoteFile.open_s3_url(url, nbytes=size)
+
+    def _sizes(self, files: list[str]) -> np.ndarray:
+        """One round of HEADs through obstore: each object's size, -1 if missing."""
+        import obstore as obs
+
+        store, redact, url = self.cpu.store, self.cpu._redact, self.location.object_url
+
+        async def head_all() -> list[int]:
+            import gds_zarr.settings as s
+
+            sem = asyncio.Semaphore(max(1, int(s.get("remote_concurrency"))))
+
+            async def head(path: str) -> int:
+                async with sem:
+                    try:
+                        return int((await obs.head_async(store, path))["size"])
+                    except FileNotFoundError:
+                        return -1
+                    except Exception as e:  # noqa: BLE001 - a ChunkReadError naming it
+                        raise ChunkReadError(path, f"{describe_error(e, redact)} "
+                                                   f"({url(path)})") from None
+
+            return list(await asyncio.gather(*(head(p) for p in files)))
+
+        return np.asarray(run_async(head_all()), dtype=np.int64)
+
+    def read_batch(self, paths: Sequence[str], starts: np.ndarray, stops: np.ndarray,
+                   *, max_gap: int | None = None, max_size: int | None = None,
+                   **_: Any) -> BatchRead:
+        """Read every request into one CuPy buffer (arguments as the CPU backend's)."""
+        import cupy as cp
+
+        n = len(paths)
+        starts, stops, file_of, files = group_requests(paths, starts, stops)
+        sizes = self._sizes(files)
+        present_file = sizes >= 0
+        lo, hi = resolve_ranges(starts, stops, np.maximum(sizes, 0)[file_of])
+        plan = plan_reads(file_of, lo, hi, max_gap=max_gap, max_size=max_size)
+        data = cp.empty(plan.total_size, dtype=cp.uint8)
+        if plan.nreads:
+            # kvikio writes from its own threads: kernels queued on this stream that still use
+            # a recycled block of CuPy's pool must finish first.
+            cp.cuda.get_current_stream().synchronize()
+            self._pread_all(plan, files, sizes, data)
+        self.stats.add(files_opened=len(files), reads=plan.nreads + len(files),
+                       bytes_read=plan.total_size, requests=n)
+        return BatchRead(data=data, offsets=plan.request_dest, sizes=hi - lo,
+                         present=present_file[file_of], device="gpu",
+                         nbytes_staged=plan.total_size)
+
+    def _pread_all(self, plan: Any, files: list[str], sizes: np.ndarray, data: Any) -> None:
+        rf, ro = plan.read_file.tolist(), plan.read_offset.tolist()
+        rs, rd = plan.read_size.tolist(), plan.read_dest.tolist()
+        handles: dict[int, Any] = {}
+        futures: list[tuple[int, int, Any]] = []
+        errors: list[ChunkReadError] = []
+        url: Callable[[str], str] = self.location.object_url
+        try:
+            for f, group in itertools.groupby(zip(rf, ro, rs, rd, strict=True),
+                                               key=lambda r: r[0]):
+                try:
+                    handles[f] = self._open(files[f], int(sizes[f]))
+                except (OSError, RuntimeError) as e:
+                    errors.append(ChunkReadError(files[f], f"kvikio RemoteFile could not open "
+                                                           f"it: {e} ({url(files[f])})"))
+                    break
+                for _, off, size, dest in group:
+                    futures.append((f, size, handles[f].pread(data[dest:dest + size], size,
+                                                              off)))
+        finally:
+            for f, want, fut in futures:  # wait for all before raising: they write into data
+                try:
+                    got = fut.get()
+                except Exception as e:  # noqa: BLE001 - collected, first one raised below
+                    errors.append(ChunkReadError(files[f], f"kvikio read failed: {e} "
+                                                           f"({url(files[f])})"))
+                    continue
+                if got != want:
+                    errors.append(ChunkReadError(files[f], f"read {got} bytes, expected {want} "
+                                                           f"({url(files[f])})"))
+        if errors:
+            raise errors[0]
