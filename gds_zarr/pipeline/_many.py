@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from gds_zarr import settings
 from gds_zarr.decode.chain import ChainPlan, Unsupported, plan_chain
 from gds_zarr.pipeline._read import (
     _decoder,
+    _drop,
     _fill_value,
     _gpu_sync,
     _xp,
@@ -216,7 +217,9 @@ async def _units(desc: _Array, wp: WindowPlan) -> _Units:
     lengths = np.where(is_empty, 0, nbytes[inv, inner]).astype(np.int64)
     keys = [shard_keys[s] for s in inv.tolist()]
     names = [f"{k}[{f}]" for k, f in zip(keys, inner.tolist(), strict=True)]
-    return _Units(keys, names, starts, starts + lengths, ~is_empty, lengths, None)
+    # The chunk-size bound as hint: ranges of distinct shards are then read in one pass.
+    hint = desc.plan.array.decoded_nbytes * 65 // 64 + 64
+    return _Units(keys, names, starts, starts + lengths, ~is_empty, lengths, hint)
 
 
 async def _read_plan(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any,
@@ -232,12 +235,14 @@ async def _read_plan(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any
     if not batches:
         return
 
-    def start(b: np.ndarray) -> asyncio.Future[Any]:
+    def read(b: np.ndarray) -> Coroutine[Any, Any, Any]:
         keys = [units.keys[i] for i in b.tolist()]
-        return asyncio.ensure_future(timed(read_ranges(
-            desc.store, keys, units.starts[b], units.stops[b], src_device, units.hint)))
+        return timed(read_ranges(desc.store, keys, units.starts[b], units.stops[b], src_device,
+                                 units.hint))
 
-    pending = start(batches[0])
+    # As in _read._stream: a task only where there is a next batch to read ahead.
+    pending: Any = read(batches[0]) if len(batches) == 1 else asyncio.ensure_future(
+        read(batches[0]))
     try:
         for k, b in enumerate(batches):
             batch = await pending
@@ -245,7 +250,7 @@ async def _read_plan(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any
             stats.stage(staged)
             stats.add(store_reads=1, batches=1)
             if k + 1 < len(batches):
-                pending = start(batches[k + 1])  # read ahead while this batch decodes
+                pending = asyncio.ensure_future(read(batches[k + 1]))  # read ahead
             try:
                 t0 = time.perf_counter()
                 args = (desc, wp, units, b, batch, views, merged, decoder, device)
@@ -257,8 +262,7 @@ async def _read_plan(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any
             finally:
                 stats.stage(-staged)
     finally:
-        if not pending.done():
-            pending.cancel()
+        _drop(pending)
 
 
 def _pair_slices(wp: WindowPlan, p: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from zarr.abc.codec import CodecPipeline
@@ -49,6 +49,8 @@ class GDSCodecPipeline(CodecPipeline):
     """
 
     inner: BatchedCodecPipeline
+    # Plans per (chunk shape, dtype, order): planning a chain costs more than a small read.
+    _plans: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -112,7 +114,7 @@ class GDSCodecPipeline(CodecPipeline):
         batch = list(batch_info)
         if not batch:
             return None if _GetResult is None else ()
-        plan = plan_chain(tuple(self.inner), batch[0][1])
+        plan = self._plan(batch[0][1])
         if isinstance(plan, Unsupported):
             reason = plan.reason
         else:
@@ -128,6 +130,18 @@ class GDSCodecPipeline(CodecPipeline):
         stats.delegated(reason)
         log.debug("read delegated to zarr's BatchedCodecPipeline: %s", reason)
         return await self.inner.read(batch, out, drop_axes)
+
+
+    def _plan(self, spec: Any) -> Any:
+        """``plan_chain`` for ``spec``, cached per chunk shape, data type and order."""
+        try:
+            key = (tuple(spec.shape), spec.dtype, getattr(spec, "order", "C"))
+            plan = self._plans.get(key)
+        except TypeError:  # an unhashable data type: plan every time
+            return plan_chain(tuple(self.inner), spec)
+        if plan is None:
+            plan = self._plans[key] = plan_chain(tuple(self.inner), spec)
+        return plan
 
 
 def _is_device_buffer(out: Any) -> bool:

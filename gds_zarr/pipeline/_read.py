@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -146,7 +146,10 @@ async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
     else:
         units, est, finish = await _shard_units(plan, store, batch_info, keys, out_arr,
                                                 fill, targets, outer_present, drop_axes)
-        hint = None  # inner chunks are byte ranges of known size
+        # Inner chunks are ranges of known size. The same bound lets a batch of ranges of
+        # distinct shards be read in one pass; a range longer than it (a corrupt index entry)
+        # sends the batch to the two-phase path, which clamps it to the file first.
+        hint = plan.array.decoded_nbytes * 65 // 64 + 64
     stats.add(fast_reads=1)
     # Units known empty (inner chunks) get the fill value without a read.
     for u in np.flatnonzero(~units.readable).tolist():
@@ -186,12 +189,15 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
     if not batches:
         return
 
-    def start(b: np.ndarray) -> asyncio.Future[BatchRead]:
+    def read(b: np.ndarray) -> Coroutine[Any, Any, BatchRead]:
         keys = [units.keys[i] for i in b.tolist()]
-        return asyncio.ensure_future(timed(
-            read_ranges(store, keys, units.starts[b], units.stops[b], src_device, size_hint)))
+        return timed(read_ranges(store, keys, units.starts[b], units.stops[b], src_device,
+                                 size_hint))
 
-    pending = start(batches[0])
+    # A single batch is awaited directly: a task (needed only to read ahead) costs an
+    # event-loop turn, a good part of a small read.
+    pending: Any = read(batches[0]) if len(batches) == 1 else asyncio.ensure_future(
+        read(batches[0]))
     try:
         for k, b in enumerate(batches):
             batch = await pending
@@ -199,7 +205,7 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
             stats.stage(staged)
             stats.add(store_reads=1, batches=1)
             if k + 1 < len(batches):
-                pending = start(batches[k + 1])  # read ahead while this batch decodes
+                pending = asyncio.ensure_future(read(batches[k + 1]))  # read ahead
             try:
                 args = (plan, units, b, batch, targets, drop_axes, fill, decoder, outer_present,
                         device)
@@ -214,8 +220,16 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
             finally:
                 stats.stage(-staged)
     finally:
+        _drop(pending)
+
+
+def _drop(pending: Any) -> None:
+    """Cancel a read-ahead still running (or close a read never awaited) after an error."""
+    if isinstance(pending, asyncio.Future):
         if not pending.done():
             pending.cancel()
+    elif pending.cr_frame is not None:
+        pending.close()
 
 
 def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: BatchRead,
@@ -384,6 +398,7 @@ def _check_inner_sizes(units: ReadUnits, b: np.ndarray, batch: BatchRead) -> Non
                               "bytes)")
 
 
+@functools.lru_cache(maxsize=64)
 def _shard_grid(shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> Any:
     import zarr.core.chunk_grids as grids
 
@@ -420,6 +435,8 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
         # Box selections (every whole-array or sliced read) are planned per axis; anything
         # else goes through zarr's own indexer, one inner chunk at a time.
         box = inner_slices(chunk_selection, shard_shape, layout)
+        if box is not None and box.int_axes and box.int_axes != tuple(drop_axes):
+            box = None  # integer axes zarr keeps: its indexer knows the output's shape
         indexer = get_indexer(chunk_selection, shape=shard_shape, chunk_grid=grid) \
             if box is None else None
         shape = box.shape if box is not None else tuple(indexer.shape)

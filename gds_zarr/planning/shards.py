@@ -161,13 +161,16 @@ class InnerSlices:
         Per inner chunk: the slices inside the chunk, and where they go in the selection's
         output (shape :attr:`shape`), exactly as zarr's ``BasicIndexer`` yields them.
     shape
-        Shape of the selection's output.
+        Shape of the selection's output, with length 1 on integer axes.
+    int_axes
+        Axes selected by an integer (kept here with length 1; zarr drops them).
     """
 
     inner: np.ndarray
     chunk_sel: list[tuple[slice, ...]]
     out_sel: list[tuple[slice, ...]]
     shape: tuple[int, ...]
+    int_axes: tuple[int, ...] = ()
 
 
 def inner_slices(selection: Any, shard_shape: tuple[int, ...],
@@ -190,12 +193,27 @@ def inner_slices(selection: Any, shard_shape: tuple[int, ...],
     Returns
     -------
     InnerSlices or None
-        None unless ``selection`` is one slice of step 1 per axis (then zarr's indexer must
-        plan it: integers, steps, arrays).
+        None unless ``selection`` is one slice of step 1 or one in-range integer per axis
+        (then zarr's indexer must plan it: steps, arrays). An integer is planned as a slice of
+        length 1 and listed in ``int_axes``.
     """
     sel = selection if isinstance(selection, tuple) else (selection,)
-    if len(sel) != len(shard_shape) or not all(isinstance(x, slice) for x in sel):
+    if len(sel) != len(shard_shape):
         return None
+    int_axes = []
+    as_slices = []
+    for d, (x, extent) in enumerate(zip(sel, shard_shape, strict=True)):
+        if isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_):
+            i = int(x)
+            if not 0 <= i < extent:
+                return None
+            int_axes.append(d)
+            as_slices.append(slice(i, i + 1))
+        elif isinstance(x, slice):
+            as_slices.append(x)
+        else:
+            return None
+    sel = tuple(as_slices)
     ids: list[range] = []
     csel: list[list[slice]] = []
     osel: list[list[slice]] = []
@@ -217,9 +235,17 @@ def inner_slices(selection: Any, shard_shape: tuple[int, ...],
         csel.append(c_d)
         osel.append(o_d)
     if 0 in shape:  # nothing selected (zarr never asks; kept total for direct callers)
-        return InnerSlices(np.zeros(0, np.int64), [], [], tuple(shape))
+        return InnerSlices(np.zeros(0, np.int64), [], [], tuple(shape), tuple(int_axes))
+    if all(len(r) == 1 for r in ids):
+        # One inner chunk (a small window, one element): its C-order index in plain Python,
+        # which costs less than the array calls below.
+        flat = 0
+        for r, n in zip(ids, layout.chunks_per_shard, strict=True):
+            flat = flat * n + r[0]
+        return InnerSlices(np.array([flat], dtype=np.int64), [tuple(c[0] for c in csel)],
+                           [tuple(o[0] for o in osel)], tuple(shape), tuple(int_axes))
     grids = np.meshgrid(*[np.asarray(r, dtype=np.int64) for r in ids], indexing="ij")
     inner = np.ravel_multi_index([g.reshape(-1) for g in grids], layout.chunks_per_shard)
     return InnerSlices(np.asarray(inner, dtype=np.int64).reshape(-1),
                        list(itertools.product(*csel)), list(itertools.product(*osel)),
-                       tuple(shape))
+                       tuple(shape), tuple(int_axes))
