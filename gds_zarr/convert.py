@@ -283,6 +283,8 @@ def _write_marker(store: Any, marker: dict[str, Any]) -> None:
 
 def _local_root(store: Any) -> str | None:
     root = getattr(store, "root", None)
+    if isinstance(root, str) and "://" in root:
+        return root  # a remote store's URL: no local path to resolve
     return os.path.realpath(os.fspath(root)) if root is not None else None
 
 
@@ -450,8 +452,9 @@ def convert(
     Parameters
     ----------
     src : str, os.PathLike or zarr.abc.store.Store
-        Where the input hierarchy is (Zarr v2 or v3, any codec zarr-python reads). A path is
-        opened as a read-only :class:`~gds_zarr.GDSStore`.
+        Where the input hierarchy is (Zarr v2 or v3, any codec zarr-python reads). A path or
+        an ``s3://``, ``gs://``, ``az://`` or ``http(s)://`` URL is opened as a read-only
+        :class:`~gds_zarr.GDSStore` (for a URL, configured from the environment).
     dst : str, os.PathLike or zarr.abc.store.Store
         Where the copy goes (a path: a :class:`~gds_zarr.GDSStore`). Must be empty, or hold an
         unfinished conversion of the same source with the same parameters (it is then resumed),

@@ -124,10 +124,10 @@ def test_url_makes_the_remote_subclass_and_local_paths_do_not(tmp_path: Path, s3
     assert ro.read_only and ro.root == store.root and type(ro) is RemoteGDSStore
 
 
-def test_missing_obstore_is_an_import_error_naming_the_extra(
+def test_missing_obstore_is_an_import_error_naming_the_package(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(__import__("sys").modules, "obstore.store", None)
-    with pytest.raises(ImportError, match=r"gds-zarr\[remote\]"):
+    with pytest.raises(ImportError, match=r"pip install 'obstore>=0.8'"):
         GDSStore("s3://bucket/x")
 
 
@@ -345,3 +345,23 @@ def test_a_whole_read_is_a_few_request_rounds(arrays: dict[str, str], http: Rang
         assert stats.store_reads == 1 and stats.delegated_reads == 0, stats
     finally:
         proxy.close()
+
+
+def test_convert_from_s3_to_a_local_path(arrays: dict[str, str], s3: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``gds-zarr convert s3://... local.zarr``: endpoint and credentials from the AWS_*
+    environment, as a user would set them."""
+    from gds_zarr.cli import main
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    out = tmp_path / "out.zarr"
+    assert main(["convert", f"s3://{BUCKET}/matrix/v2", str(out), "--no-progress",
+                 "--chunk-shape", "4,4", "--shard-shape", "8,8"]) == 0, capsys.readouterr()
+    ref = _reference(arrays["v2"], SELECTIONS["full"])
+    got = zarr.open_array(LocalStore(out, read_only=True), mode="r")
+    assert got.metadata.zarr_format == 3 and got.shards == (8, 8)
+    assert got[...].tobytes() == ref.tobytes()

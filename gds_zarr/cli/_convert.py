@@ -50,7 +50,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "sharded Zarr v3 copy at DST with an nvCOMP-decodable codec, one shard at a "
                     "time, verifying every shard. Rerunning after an interruption resumes.",
     )
-    p.add_argument("src", metavar="SRC", help="input Zarr array or group (a path)")
+    p.add_argument("src", metavar="SRC",
+                   help="input Zarr array or group: a path or an s3://, gs://, az:// or "
+                        "http(s):// URL (credentials and endpoint from the AWS_*, GOOGLE_*, "
+                        "AZURE_* environment)")
     p.add_argument("dst", metavar="DST", help="output path (empty, or an unfinished conversion)")
     p.add_argument("--shard-shape", type=parse_shape, default=None, metavar="N,N,...",
                    help="shard shape for arrays with this many dimensions (default: 64-128 MiB)")

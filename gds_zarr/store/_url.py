@@ -236,8 +236,8 @@ def _obstore_store_module() -> Any:
         import obstore.store
     except ImportError as e:
         raise ImportError(
-            "gds_zarr reads s3://, gs://, az:// and http(s):// URLs through obstore, which is "
-            "not installed: pip install 'gds-zarr[remote]'") from e
+            "gds_zarr reads s3://, gs://, az:// and http(s):// URLs through obstore, a "
+            "dependency of gds-zarr that is missing here: pip install 'obstore>=0.8'") from e
     return obstore.store
 
 
