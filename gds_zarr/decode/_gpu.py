@@ -488,6 +488,8 @@ class NvcompDecoder:
 
     def supports(self, steps: Sequence[BytesStep]) -> bool:
         """True when every step runs on the GPU: crc32c steps and at most one compressor."""
+        if len(steps) == 1 and steps[0].kind == "blosc":  # decode/_blosc_gpu.py
+            return True
         kinds = [s.kind for s in steps]
         return all(k in _GPU_KINDS for k in kinds) and sum(k in _COMPRESSORS for k in kinds) <= 1
 
@@ -584,6 +586,11 @@ class NvcompDecoder:
                 n, decoded_nbytes) or not out.flags.c_contiguous):
             raise ValueError(f"out must be a C-contiguous uint8 array of shape "
                              f"{(n, decoded_nbytes)}, got {out.dtype} {tuple(out.shape)}")
+        if len(steps) == 1 and steps[0].kind == "blosc":  # its own plan: decode/_blosc_gpu.py
+            from gds_zarr.decode import _blosc_gpu
+
+            return _blosc_gpu.decode_batch(self, steps, src, index, decoded_nbytes, keys,
+                                           read_id=read_id, target=target, out=out)
         if n == 0:
             return out if out is not None else cupy.empty((0, decoded_nbytes), cupy.uint8)
         if target is not None:
