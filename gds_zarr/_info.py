@@ -420,6 +420,15 @@ def _codec_how(c: CodecSupport) -> str:
     return f"({c.note})"
 
 
+def _remote_io(device: str) -> str:
+    """How s3://, gs://, az://, http(s):// stores are read (owned by gds_zarr/io/_remote_gpu.py)."""
+    try:
+        from gds_zarr.io._remote_gpu import remote_io_line
+    except ImportError as e:  # pragma: no cover - a trimmed install
+        return f"unavailable ({e})"
+    return remote_io_line(device)
+
+
 def _format_text(r: Info) -> str:
     g, kv, d = r.gpu, r.kvikio, r.device
     if g.name is not None:
@@ -443,6 +452,7 @@ def _format_text(r: Info) -> str:
         f"  device:       {d.requested} -> {d.device}",
         f"  why:          {d.reason}",
         f"  io path:      {d.io_path}",
+        f"  remote io:    {_remote_io(d.device)}",
         "",
         "GPU",
         f"  gpu:          {gpu_line}",

@@ -365,3 +365,20 @@ def test_convert_from_s3_to_a_local_path(arrays: dict[str, str], s3: str, tmp_pa
     got = zarr.open_array(LocalStore(out, read_only=True), mode="r")
     assert got.metadata.zarr_format == 3 and got.shards == (8, 8)
     assert got[...].tobytes() == ref.tobytes()
+
+
+def test_gpu_read_path_says_which_backend_and_why(no_gpu_libs: None) -> None:
+    """Decided without a GPU: GCS/Azure and options-configured S3 always stage on the host;
+    kvikio missing stages everything; ``info`` carries the line."""
+    cases = {
+        "gs://bucket/x": (None, "S3 and HTTP only, not gcs"),
+        "az://container/x": ({"account_name": "acct", "skip_signature": True},
+                             "S3 and HTTP only, not azure"),
+        "s3://bucket/x": ({"region": "eu-west-1"}, "storage_options set region"),
+        "https://example.org/a.zarr": (None, "kvikio has no RemoteFile"),
+    }
+    for url, (options, why) in cases.items():
+        backend, reason = GDSStore(url, storage_options=options).gpu_read_path()  # type: ignore[attr-defined]
+        assert backend == "obstore + one host-to-device copy per batch", url
+        assert why in reason, (url, reason)
+    assert "remote io:    obstore" in gds_zarr.info(refresh=True).format_text()

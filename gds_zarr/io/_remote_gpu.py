@@ -222,3 +222,19 @@ class KvikioRemoteIOBackend(HostStagedIOBackend):
                                                            f"({url(files[f])})"))
         if errors:
             raise errors[0]
+
+
+def remote_io_line(device: str) -> str:
+    """One line for ``gds-zarr info``: how remote stores are read on ``device`` and why."""
+    try:
+        import obstore
+
+        lib = f"obstore {obstore.__version__}"
+    except ImportError as e:
+        return f"unavailable: obstore is not importable ({e})"
+    if device != "gpu":
+        return f"{lib}: s3/gs/az/http batches of ranged GETs into host memory"
+    why = _kvikio_remote()
+    gpu = ("S3/HTTP via kvikio RemoteFile into device memory" if why is None
+           else f"S3/HTTP via host + one copy per batch ({why})")
+    return f"{lib}; {gpu}; GCS/Azure via host + one copy per batch"
