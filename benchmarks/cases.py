@@ -38,6 +38,8 @@ ALL_CASES = (
     "codec-gzip",
     "codec-blosc-lz4-shuffle",
     "codec-none",
+    "blosc-v2",
+    "blosc-zstd-bitshuffle",
     "store-get-partial-values",
     "gpu-scale",
     "gpu-large-8MiB",
@@ -225,6 +227,11 @@ def build_cases(cfg: BenchConfig) -> dict[str, Case]:
     for codec in cfg.codecs:
         spec = array("small", codec, inner)
         cases.append(_whole(spec, f"small-chunks array with codec {codec}", f"codec-{codec}"))
+    for name, codec in (("blosc-v2", "v2-blosc-lz4-shuffle"),
+                        ("blosc-zstd-bitshuffle", "v2-blosc-zstd-bitshuffle")):
+        if n >= 256:  # the layout: zarr v2, Blosc, 256x256 chunks
+            cases.append(_whole(array("blosc", codec, 256), f"{n}x{n} float32, 256x256 "
+                                f"chunks, zarr v2, numcodecs Blosc {codec[9:]}", name))
     cases.append(_store_case(cfg))
     cases.append(_scale_case(cfg))
     cases += [_gpu_large(cfg, mib) for mib in cfg.gpu_large_mib]

@@ -38,7 +38,8 @@ FORMAT_VERSION = 1
 _MARKER = ".bench-spec.json"
 
 #: Codec names the cases use; ``zstd`` is level 3 everywhere (the issue's default).
-CODECS = ("zstd", "lz4", "gzip", "blosc-lz4-shuffle", "none")
+CODECS = ("zstd", "lz4", "gzip", "blosc-lz4-shuffle", "none", "v2-blosc-lz4-shuffle",
+          "v2-blosc-zstd-bitshuffle")
 
 Layout = Literal["zarr", "manual-shards", "files"]
 
@@ -103,6 +104,12 @@ def make_data(shape: Sequence[int], seed: int) -> np.ndarray:
 def _compressors(codec: str) -> Any:
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
+    if codec.startswith("v2-blosc-"):  # zarr v2 arrays: numcodecs' Blosc (v2's default)
+        import numcodecs
+
+        cname, shuffle = codec.split("-")[2], codec.split("-")[3]
+        return numcodecs.Blosc(cname=cname, clevel=5, shuffle={
+            "shuffle": numcodecs.Blosc.SHUFFLE, "bitshuffle": numcodecs.Blosc.BITSHUFFLE}[shuffle])
     if codec == "zstd":
         return ZstdCodec(level=3)
     if codec == "gzip":
@@ -132,6 +139,7 @@ def _create_array(spec: DatasetSpec, path: Path) -> Any:
             dtype="float32",
             compressors=_compressors(spec.codec),
             fill_value=0,
+            zarr_format=2 if spec.codec.startswith("v2-") else 3,
         )
 
 
