@@ -71,8 +71,12 @@ def run_case(reader: Reader, case: Case, cfg: BenchConfig, path: Path,
     try:
         with reader.session():
             try:
-                once = _store_reader(reader, case, path) if case.store else \
-                    _array_reader(reader, case, path, sync)
+                if case.store:
+                    once = _store_reader(reader, case, path)
+                elif case.mode == "loader":
+                    once = _loader(reader, case, path, sync)
+                else:
+                    once = _array_reader(reader, case, path, sync)
             except NotApplicable:
                 raise
             except Exception as e:  # noqa: BLE001 - the peer cannot open this array: a codec it lacks
@@ -90,6 +94,8 @@ def run_case(reader: Reader, case: Case, cfg: BenchConfig, path: Path,
             _maybe_drop(files)
             with MemoryProbe(tracker) as probe:
                 once(False)
+            if case.mode == "loader":
+                rec.update(_with_consumer(once, times, case))
     except NotApplicable as e:
         return {**rec, "status": f"n/a: {e}"}
     except Exception as e:  # noqa: BLE001 - a peer failing on a case is a result, not a crash of the run
@@ -111,6 +117,18 @@ def _maybe_drop(files: list[Path]) -> None:
 def _array_reader(reader: Reader, case: Case, path: Path,
                   sync: Callable[[], None]) -> Callable[[bool], str | None]:
     handle = reader.open(path)
+    if case.mode == "batched":
+        def batched(verify: bool) -> str | None:
+            outs = reader.read_many(handle, case.selections)
+            sync()
+            if verify:
+                for sel, out in zip(case.selections, outs, strict=True):
+                    err = check_values(case.dataset, sel, out)
+                    if err is not None:
+                        return f"{sel}: {err}"
+            return None
+
+        return batched
 
     def once(verify: bool) -> str | None:
         # Only one output is alive at a time, as in a loop that consumes each window.
@@ -125,6 +143,39 @@ def _array_reader(reader: Reader, case: Case, path: Path,
         return None
 
     return once
+
+
+def _loader(reader: Reader, case: Case, path: Path,
+            sync: Callable[[], None]) -> Callable[..., str | None]:
+    """An epoch of the reader's batches; ``consume_s``: seconds a consumer works per batch."""
+    handle = reader.open(path)
+
+    def epoch(verify: bool, consume_s: float = 0.0) -> str | None:
+        i = 0
+        for out in reader.batches(handle, case.selections, case.batch):
+            sync()
+            if verify:
+                for j in range(len(out)):
+                    err = check_values(case.dataset, case.selections[i + j], out[j])
+                    if err is not None:
+                        return f"{case.selections[i + j]}: {err}"
+            i += len(out)
+            if consume_s:
+                time.sleep(consume_s)  # a training step that does not touch the CPU
+        return None if i == len(case.selections) else f"{i} windows, not {len(case.selections)}"
+
+    return epoch
+
+
+def _with_consumer(epoch: Callable[..., str | None], times: list[float],
+                   case: Case) -> dict[str, Any]:
+    """The epoch again with a consumer that sleeps, per batch, as long as one batch took to
+    read: perfect overlap gives the sleep alone, none gives twice it."""
+    n = -(-len(case.selections) // case.batch)
+    per_batch = statistics.median(times) / n
+    t0 = time.perf_counter()
+    epoch(False, per_batch)
+    return {"consumer_sleep_s": per_batch * n, "with_consumer_s": time.perf_counter() - t0}
 
 
 def _store_reader(reader: Reader, case: Case, path: Path) -> Callable[[bool], str | None]:

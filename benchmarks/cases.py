@@ -8,6 +8,7 @@ figures are computed from. The worker process rebuilds the same cases from the s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -34,6 +35,9 @@ ALL_CASES = (
     "large-chunks",
     "sharded",
     "partial-reads",
+    "windows-batched",
+    "tiny-reads",
+    "loader",
     "codec-lz4",
     "codec-gzip",
     "codec-blosc-lz4-shuffle",
@@ -83,6 +87,10 @@ class BenchConfig:
     chunk_edges
         ``chunk-sizes`` family: edges of the square float32 inner chunks (64 -> 16 KiB,
         1024 -> 4 MiB), each stored sharded (shards of ``size`` x ``size/4``) and unsharded.
+    tiny_reads
+        ``tiny-reads``: 1-element reads per repetition (one call each: the per-call cost).
+    loader_windows, loader_window, loader_batch
+        ``loader``: windows per epoch, their edge, and windows per batch.
     case_timeout_s
         A reader still busy with one case after this long is stopped; the case says so.
     seed
@@ -104,6 +112,10 @@ class BenchConfig:
     gpu_large_mib: tuple[int, ...] = (8, 128, 256)
     gpu_large_total_mib: int = 1024
     chunk_edges: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    tiny_reads: int = 200
+    loader_windows: int = 512
+    loader_window: int = 64
+    loader_batch: int = 32
     case_timeout_s: float = 600.0
     seed: int = 0
 
@@ -114,7 +126,7 @@ class BenchConfig:
                                     codecs=("lz4", "none"), scale_chunks=1 << 16,
                                     scale_shard_chunks=1 << 12, gpu_large_mib=(8, 128),
                                     gpu_large_total_mib=256, chunk_edges=(64, 256),
-                                    case_timeout_s=120.0)
+                                    tiny_reads=50, loader_windows=128, case_timeout_s=120.0)
         base.update(overrides)
         return cls(**base)
 
@@ -160,6 +172,13 @@ class Case:
     chunk_nbytes
         Decoded bytes of one (inner) chunk of an array case; 0 for the store case.
         ``chunks * chunk_nbytes / nbytes`` is the read amplification.
+    mode
+        ``"each"``: the selections one call after the other; ``"batched"``: all of them in
+        one request (``read_many``, tensorstore's concurrent futures; one call each for
+        readers without a batched form); ``"loader"``: an epoch of batches of ``batch``
+        windows (the selections, in order), timed without and with a consumer.
+    batch
+        Windows per batch of a ``loader`` case.
     """
 
     name: str
@@ -173,6 +192,8 @@ class Case:
     family: str = ""
     series: str = ""
     chunk_nbytes: int = 0
+    mode: str = "each"
+    batch: int = 0
 
     @property
     def amplification(self) -> float:
@@ -223,6 +244,7 @@ def build_cases(cfg: BenchConfig) -> dict[str, Case]:
         _whole(sharded, f"{n}x{n} float32, {big}x{big} shards of {inner}x{inner}, zstd-3",
                "sharded"),
         _partial(cfg, sharded),
+        *_many_cases(cfg, array(f"sharded{min(128, n)}", "zstd", min(128, n), big)),
     ]
     for codec in cfg.codecs:
         spec = array("small", codec, inner)
@@ -259,6 +281,37 @@ def _windowed(cfg: BenchConfig, spec: DatasetSpec, name: str, description: str,
 
 def _partial(cfg: BenchConfig, sharded: DatasetSpec) -> Case:
     return _windowed(cfg, sharded, "partial-reads", "the sharded array")
+
+
+def _many_cases(cfg: BenchConfig, spec: DatasetSpec) -> list[Case]:
+    """The training-workload cases on one sharded array (128x128 inner chunks by default)."""
+    c = spec.chunks[0]
+    what = f"the {spec.shape[0]}x{spec.shape[1]} float32 array in {spec.shards} shards of " \
+           f"{c}x{c} chunks, zstd-3"
+    batched = _windowed(cfg, spec, "windows-batched", what, mode="batched")
+    batched = dataclasses.replace(batched, description=batched.description.replace(
+        "read one after the other", "in one request (read_many; tensorstore: concurrent "
+        "futures; zarr, zarrs, FusedCodecPipeline: one call per window)"))
+    rng = np.random.default_rng(cfg.seed + 2)
+    pos = rng.integers(0, spec.shape[0], size=(cfg.tiny_reads, 2))
+    tiny = tuple((slice(int(a), int(a) + 1), slice(int(b), int(b) + 1)) for a, b in pos)
+    w = min(cfg.loader_window, cfg.size)
+    corners = np.random.default_rng(cfg.seed + 3).integers(
+        0, cfg.size - w + 1, size=(cfg.loader_windows, 2))
+    windows = tuple((slice(int(a), int(a) + w), slice(int(b), int(b) + w)) for a, b in corners)
+    n_batches = -(-cfg.loader_windows // cfg.loader_batch)
+    return [
+        batched,
+        Case("tiny-reads", spec, tiny, cfg.tiny_reads, cfg.tiny_reads * 4,
+             f"{cfg.tiny_reads} 1-element reads of {what}, one call each (the per-call cost)",
+             chunk_nbytes=c * c * 4),
+        Case("loader", spec, windows, sum(chunks_touched(s, spec.chunks) for s in windows),
+             len(windows) * w * w * 4,
+             f"an epoch of {n_batches} batches of {cfg.loader_batch} random {w}x{w} windows "
+             f"(seed {cfg.seed + 3}) of {what}: gds_zarr's WindowLoader (reads ahead in a "
+             "thread), the others a loop of batched reads", chunk_nbytes=c * c * 4,
+             mode="loader", batch=cfg.loader_batch),
+    ]
 
 
 def chunk_shard_shape(size: int, edge: int) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +19,7 @@ __all__ = ["READERS", "Reader", "make_reader"]
 
 #: zarr's own pipeline, named explicitly so an environment default never changes a peer's run.
 DEFAULT_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"
+FUSED_PIPELINE = "zarr.core.codec_pipeline.FusedCodecPipeline"
 
 
 class NotApplicable(Exception):
@@ -77,6 +78,19 @@ class Reader:
         """Read ``selection``; the result is a NumPy or CuPy array."""
         return handle[selection]
 
+    def read_many(self, handle: Any, selections: Sequence[tuple[slice, ...]]) -> Any:
+        """Read every selection in one request where the reader has one (a sequence of
+        arrays, or one stacked array); by default one :meth:`read` call each."""
+        return [self.read(handle, s) for s in selections]
+
+    def batches(self, handle: Any, selections: Sequence[tuple[slice, ...]],
+                batch: int) -> Iterator[Any]:
+        """An epoch of batches of ``batch`` windows, each one stacked array: by default a
+        plain loop of :meth:`read_many` calls (no reading ahead)."""
+        xp = _array_module(self.device)
+        for i in range(0, len(selections), batch):
+            yield xp.stack(self.read_many(handle, selections[i:i + batch]))
+
     def open_store(self, path: Path) -> Any:
         """A zarr Store over ``path`` for the store case; readers that are no store raise."""
         raise NotApplicable("the store case compares stores (gds_zarr and zarr only)")
@@ -113,6 +127,23 @@ class GDSZarrReader(Reader):
 
         return gds_zarr.GDSStore(path, read_only=True)
 
+    def read_many(self, handle: Any, selections: Sequence[tuple[slice, ...]]) -> Any:
+        import gds_zarr
+
+        return gds_zarr.read_many(handle, list(selections), device=self.device)
+
+    def batches(self, handle: Any, selections: Sequence[tuple[slice, ...]],
+                batch: int) -> Iterator[Any]:
+        import numpy as np
+
+        import gds_zarr
+
+        corners = np.array([[s.start for s in sel] for sel in selections], dtype=np.int64)
+        window = tuple(s.stop - s.start for s in selections[0])
+        with gds_zarr.WindowLoader(handle, window, starts=corners, batch_size=batch,
+                                   device=self.device) as loader:
+            yield from loader
+
 
 class ZarrReader(Reader):
     """zarr-python's default pipeline on ``zarr.storage.LocalStore``."""
@@ -128,6 +159,24 @@ class ZarrReader(Reader):
         import zarr
 
         return zarr.storage.LocalStore(path, read_only=True)
+
+
+class FusedReader(ZarrReader):
+    """zarr-python (>= 3.3) with its ``FusedCodecPipeline`` on ``LocalStore``."""
+
+    name = "zarr_fused"
+    install = "zarr >= 3.3 (Python >= 3.12)"
+
+    def check(self) -> None:
+        from zarr.core.codec_pipeline import FusedCodecPipeline  # noqa: F401 - zarr >= 3.3
+
+    def session(self) -> contextlib.AbstractContextManager[Any]:
+        import zarr
+
+        return zarr.config.set({"codec_pipeline.path": FUSED_PIPELINE})
+
+    def open_store(self, path: Path) -> Any:
+        raise NotApplicable("the store case compares stores (gds_zarr and zarr only)")
 
 
 class ZarrsReader(ZarrReader):
@@ -170,6 +219,11 @@ class TensorstoreReader(Reader):
 
     def read(self, handle: Any, selection: tuple[slice, ...]) -> Any:
         return handle[selection].read().result()
+
+    def read_many(self, handle: Any, selections: Sequence[tuple[slice, ...]]) -> Any:
+        # Every read issued before any is awaited: tensorstore runs them concurrently.
+        futures = [handle[s].read() for s in selections]
+        return [f.result() for f in futures]
 
 
 class ZarrGPUReader(ZarrReader):
@@ -240,6 +294,21 @@ class TensorstoreCupyReader(TensorstoreReader):
 
         return cupy.asarray(handle[selection].read().result())
 
+    def read_many(self, handle: Any, selections: Sequence[tuple[slice, ...]]) -> Any:
+        import cupy
+
+        return [cupy.asarray(a) for a in super().read_many(handle, selections)]
+
+
+def _array_module(device: str) -> Any:
+    if device == "gpu":
+        import cupy
+
+        return cupy
+    import numpy
+
+    return numpy
+
 
 @contextlib.contextmanager
 def _zarr_gpu_config() -> Iterator[None]:
@@ -252,7 +321,8 @@ def _zarr_gpu_config() -> Iterator[None]:
 #: Every reader, in report order (gds_zarr first: the ratios are relative to it).
 READERS: dict[str, type[Reader]] = {
     r.name: r
-    for r in (GDSZarrReader, ZarrReader, ZarrsReader, TensorstoreReader, ZarrGPUReader,
+    for r in (GDSZarrReader, ZarrReader, FusedReader, ZarrsReader, TensorstoreReader,
+              ZarrGPUReader,
               KvikioReader, CzarrReader, TensorstoreCupyReader)
 }
 

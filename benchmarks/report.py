@@ -10,8 +10,8 @@ from typing import Any
 
 from benchmarks.cases import CHUNK_SERIES, chunk_label, gb_per_s
 
-__all__ = ["add_derived", "chunk_size_tables", "markdown", "plot", "plot_chunk_sizes",
-           "write_results"]
+__all__ = ["add_derived", "chunk_size_tables", "loader_table", "markdown", "plot",
+           "plot_chunk_sizes", "write_results"]
 
 MEMORY_NOTE = (
     "Memory: *peak RSS* is the reader process's resident-set high-water mark during one extra, "
@@ -87,11 +87,30 @@ def markdown(records: Sequence[dict[str, Any]], meta: dict[str, Any],
             f"| {_mib(r.get('traced_peak'))} | {_mib(r.get('device_peak'))} | {r['status']} |")
     if gpu_na:
         lines += ["", f"GPU readers not run (n/a, device is cpu): {', '.join(gpu_na)}."]
+    lines += loader_table(records)
     lines += chunk_size_tables(records, cases)
     for note in meta.get("notes", []):
         lines += ["", note]
     lines += ["", MEMORY_NOTE, ""]
     return "\n".join(lines)
+
+
+def loader_table(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The ``loader`` case with its consumer: how much of the reading the consumer hides."""
+    rows = [r for r in records if r.get("with_consumer_s") is not None]
+    if not rows:
+        return []
+    lines = ["", "### Loader: an epoch with a consumer", "",
+             "The epoch again, with a consumer that sleeps after every batch as long as one "
+             "batch took that reader to read (its median epoch over the batches). Reading "
+             "hidden behind the consumer: *with consumer / sleep* near 1.0; not at all: 2.0.",
+             "", "| reader | epoch, no consumer s | consumer sleep s | epoch with consumer s "
+             "| with consumer / sleep |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['reader']} | {r['median_s']:.4f} | {r['consumer_sleep_s']:.4f} "
+                     f"| {r['with_consumer_s']:.4f} "
+                     f"| {r['with_consumer_s'] / r['consumer_sleep_s']:.2f} |")
+    return lines
 
 
 _SERIES_TITLES = {

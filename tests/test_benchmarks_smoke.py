@@ -55,7 +55,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", *TINY, "--data", str(tmp / "data"), "--out",
-         str(out), "--readers", "gds_zarr,zarr,zarrs,tensorstore,kvikio"],
+         str(out), "--readers", "gds_zarr,zarr,zarr_fused,zarrs,tensorstore,kvikio"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     return proc, out
 
@@ -83,11 +83,13 @@ def test_every_case_and_reader_has_a_record(tiny_run: tuple[subprocess.Completed
     records = data["results"]
     cpu_cases = data["meta"]["cases"]
     assert cpu_cases == ["small-chunks", "large-chunks", "sharded", "partial-reads",
-                         "codec-lz4", "codec-none", "store-get-partial-values", *TINY_FAMILY]
+                         "windows-batched", "tiny-reads", "loader", "codec-lz4", "codec-none",
+                         "store-get-partial-values", *TINY_FAMILY]
     assert set(cpu_cases) - set(TINY_FAMILY) <= set(ALL_CASES)
     pairs = {(r["case"], r["reader"]) for r in records}
     assert pairs == {(c, r) for c in cpu_cases
-                     for r in ("gds_zarr", "zarr", "zarrs", "tensorstore", "kvikio")}
+                     for r in ("gds_zarr", "zarr", "zarr_fused", "zarrs", "tensorstore",
+                               "kvikio")}
     by = {(r["case"], r["reader"]): r for r in records}
     for case in cpu_cases:
         # zarr's own pipeline is the reference peer: it must run and return the right values.
@@ -98,12 +100,20 @@ def test_every_case_and_reader_has_a_record(tiny_run: tuple[subprocess.Completed
         assert zr["rss_peak"] is not None and zr["traced_peak"] is not None
         assert by[(case, "kvikio")]["status"].startswith("n/a: GPU reader")
         # A peer is measured, or the table says why not: never silently missing.
-        for reader in ("gds_zarr", "zarrs", "tensorstore"):
+        for reader in ("gds_zarr", "zarr_fused", "zarrs", "tensorstore"):
             status = by[(case, reader)]["status"]
             assert status == "ok" or status.startswith(
                 ("not installed", "not available", "n/a", "unsupported")), (case, reader, status)
     assert by[("store-get-partial-values", "zarrs")]["status"].startswith(("n/a",
                                                                          "not installed"))
+    # gds_zarr reads every training-workload case, values checked; the loader case is also
+    # timed with a consumer.
+    for case in ("windows-batched", "tiny-reads", "loader"):
+        assert by[(case, "gds_zarr")]["status"] == "ok", by[(case, "gds_zarr")]
+    loader = by[("loader", "gds_zarr")]
+    assert loader["with_consumer_s"] > 0 and loader["consumer_sleep_s"] > 0
+    fused = by[("sharded", "zarr_fused")]["status"]
+    assert fused == "ok" or fused.startswith("not available")  # zarr >= 3.3 only
 
 
 def test_ratio_column_is_relative_to_gds_zarr(tiny_run: tuple[subprocess.CompletedProcess[str],
@@ -117,6 +127,14 @@ def test_ratio_column_is_relative_to_gds_zarr(tiny_run: tuple[subprocess.Complet
             assert r["vs_gds_zarr"] == pytest.approx(r["median_s"] / base["median_s"])
         elif r.get("median_s"):
             assert r["vs_gds_zarr"] is None
+
+
+def test_loader_table_is_reported(tiny_run: tuple[subprocess.CompletedProcess[str],
+                                                  Path]) -> None:
+    _, out = tiny_run
+    text = next(out.glob("*_cpu_quick.md")).read_text()
+    table = text.split("### Loader: an epoch with a consumer")[1]
+    assert "| gds_zarr |" in table and "| zarr |" in table
 
 
 def test_chunk_sizes_family_is_reported(tiny_run: tuple[subprocess.CompletedProcess[str],
