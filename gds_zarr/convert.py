@@ -7,6 +7,10 @@ writes a Zarr v3 copy that is
   and one batched GPU decode cover thousands of chunks;
 * compressed with an **nvCOMP-decodable codec**: ``zstd`` (default), ``lz4`` (numcodecs LZ4 via
   ``zarr.codecs.numcodecs.LZ4``, stored as ``numcodecs.lz4``) or ``gzip``;
+  (Blosc is not an output codec here, but no longer a reason to convert: gds_zarr decodes
+  Blosc with LZ4 or Zstd inside on the GPU too, frames parsed on the host, blocks by nvCOMP,
+  the shuffle undone by a kernel; BloscLZ or Zlib inside stays on the CPU. That GPU path has
+  not run on a GPU yet. Converting Blosc data still gains the sharded layout.)
 * **equal** to the input: every block is read back and compared bit for bit (NaN payloads
   included) before it counts as done.
 
