@@ -54,7 +54,7 @@ _MISSING = (errno.ENOENT, errno.ENOTDIR)
 # Below these, a batch is not worth a thread hop: 64 opens or 32 reads and 4 MiB per task.
 _FILES_PER_TASK = 64
 # Batches of at most this many bounded ranges and bytes skip the planning (see _read_few).
-_FEW_REQUESTS = 8
+_FEW_REQUESTS = 64
 _FEW_BYTES = 4 << 20
 # At most this many files of a one-pass batch are read first with RWF_NOWAIT, to learn whether
 # the batch is in the page cache.

@@ -50,6 +50,9 @@ async def read_shard_indexes(store: Any, keys: Sequence[str], layout: ShardLayou
         cache_keys = [None if i is None else (*i, sig) for i in ids]
         hits = shard_index_cache.get_many(cache_keys)
     need = [i for i in range(n) if hits[i] is None]
+    if n and not need:  # every index cached (repeated small reads): nothing to read
+        return (np.stack([h.offsets for h in hits]), np.stack([h.nbytes for h in hits]),
+                np.stack([h.empty for h in hits]), np.ones(n, dtype=bool))
     if len(need) == n:  # nothing cached: the common cold case needs no merging
         offsets, nbytes, empty, present = await _read_parse(store, list(keys), layout)
         _remember(cache_keys, range(n), offsets, nbytes, empty, present)

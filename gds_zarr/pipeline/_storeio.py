@@ -83,10 +83,16 @@ _INLINE_BYTES = 1 << 20
 def _small(starts: np.ndarray, stops: np.ndarray) -> bool:
     if len(starts) > _INLINE_REQUESTS:
         return False
-    suffix = (starts < 0) & (stops == -1)  # the last -start bytes (a shard index at the end)
-    known = suffix | ((stops >= 0) & (starts >= 0))
-    return bool(known.all()) and int(np.where(suffix, -starts, stops - starts).sum()) \
-        <= _INLINE_BYTES
+    total = 0
+    # Plain Python: at most _INLINE_REQUESTS pairs, and array calls cost more than the loop.
+    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+        if a < 0 and b == -1:
+            total -= a  # the last -a bytes (a shard index at the end)
+        elif a >= 0 and b >= 0:
+            total += b - a
+        else:
+            return False  # an open-ended request: its size is unknown
+    return total <= _INLINE_BYTES
 
 
 async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops: np.ndarray,

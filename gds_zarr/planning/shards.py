@@ -8,6 +8,7 @@ empty inner chunk. The index is at the start or the end of the shard file.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,6 +23,8 @@ __all__ = ["EMPTY", "InnerSlices", "ShardLayout", "index_request", "inner_ranges
            "parse_indexes"]
 
 EMPTY = np.uint64(2**64 - 1)
+#: Boxes of at most this many inner chunks are planned in plain Python (see inner_slices).
+_SMALL_BOX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,14 +206,14 @@ def inner_slices(selection: Any, shard_shape: tuple[int, ...],
     int_axes = []
     as_slices = []
     for d, (x, extent) in enumerate(zip(sel, shard_shape, strict=True)):
-        if isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_):
+        if type(x) is slice:  # the common case first: this runs once per shard of a read
+            as_slices.append(x)
+        elif isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_):
             i = int(x)
             if not 0 <= i < extent:
                 return None
             int_axes.append(d)
             as_slices.append(slice(i, i + 1))
-        elif isinstance(x, slice):
-            as_slices.append(x)
         else:
             return None
     sel = tuple(as_slices)
@@ -236,14 +239,14 @@ def inner_slices(selection: Any, shard_shape: tuple[int, ...],
         osel.append(o_d)
     if 0 in shape:  # nothing selected (zarr never asks; kept total for direct callers)
         return InnerSlices(np.zeros(0, np.int64), [], [], tuple(shape), tuple(int_axes))
-    if all(len(r) == 1 for r in ids):
-        # One inner chunk (a small window, one element): its C-order index in plain Python,
-        # which costs less than the array calls below.
-        flat = 0
-        for r, n in zip(ids, layout.chunks_per_shard, strict=True):
-            flat = flat * n + r[0]
-        return InnerSlices(np.array([flat], dtype=np.int64), [tuple(c[0] for c in csel)],
-                           [tuple(o[0] for o in osel)], tuple(shape), tuple(int_axes))
+    if math.prod(len(r) for r in ids) <= _SMALL_BOX:
+        # A few inner chunks (a window, one element): C-order indexes in plain Python, which
+        # costs less than the array calls below.
+        strides = [math.prod(layout.chunks_per_shard[d + 1:]) for d in range(len(ids))]
+        flat = [sum(t) for t in itertools.product(*[[c * st for c in r]
+                                                    for r, st in zip(ids, strides, strict=True)])]
+        return InnerSlices(np.array(flat, dtype=np.int64), list(itertools.product(*csel)),
+                           list(itertools.product(*osel)), tuple(shape), tuple(int_axes))
     grids = np.meshgrid(*[np.asarray(r, dtype=np.int64) for r in ids], indexing="ij")
     inner = np.ravel_multi_index([g.reshape(-1) for g in grids], layout.chunks_per_shard)
     return InnerSlices(np.asarray(inner, dtype=np.int64).reshape(-1),
