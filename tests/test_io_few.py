@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gds_zarr.errors import ChunkReadError, InvalidKeyError
-from gds_zarr.io._cpu import _FEW_REQUESTS
+from gds_zarr.io._cpu import _FEW_REQUESTS, _RWF_NOWAIT, PosixIOBackend
 from gds_zarr.store import GDSStore
 
 
@@ -65,3 +65,22 @@ def test_open_ended_and_large_requests_take_the_general_path(tmp_path: Path) -> 
     # allocated.
     got = store.read_batch(["c/a"], np.array([2]), np.array([1 << 40]), device="cpu")
     assert bytes(got.view(0)) == b"23456789" and got.data.nbytes < 1 << 20
+
+
+def test_uncached_ranges_take_the_general_path(store: GDSStore) -> None:
+    from benchmarks.datasets import drop_page_cache
+
+    (store.root / "c").mkdir(parents=True)
+    payload = os.urandom(1 << 20)
+    (store.root / "c" / "a").write_bytes(payload)
+    path = str(store.root / "c" / "a")
+    backend = PosixIOBackend()
+    starts, stops = np.array([0, 600_000]), np.array([100, 700_000])
+    drop_page_cache([store.root / "c" / "a"])
+    if _RWF_NOWAIT:  # without RWF_NOWAIT (old kernels) the few path reads cold files itself
+        assert backend._read_few([path, path], starts, stops, None) is None
+    got = _answers(store, ["c/a", "c/a"], [(0, 100), (600_000, 700_000)])
+    assert got == [payload[:100], payload[600_000:700_000]]
+    # Now cached: the few path answers.
+    few = backend._read_few([path, path], starts, stops, None)
+    assert few is not None and bytes(few.view(1)) == payload[600_000:700_000]

@@ -345,7 +345,8 @@ class PosixIOBackend:
         Python calls: open each file once, preadv into the range's slot, close. The general
         paths' numpy planning costs more than these few system calls (a 1-element read: about
         40 us of 60). None when the batch needs them: an open-ended or suffix request, more
-        than ``_FEW_BYTES``, or anything but a regular read (a symlink, a directory, an error),
+        than ``_FEW_BYTES``, bytes not in the page cache (the general path reads those with
+        parallel threads), or anything but a regular read (a symlink, a directory, an error),
         which the general paths check and report."""
         st = np.asarray(starts, dtype=np.int64).reshape(-1).tolist()
         sp = np.asarray(stops, dtype=np.int64).reshape(-1).tolist()
@@ -379,12 +380,20 @@ class PosixIOBackend:
                     continue
                 if caps[i]:
                     d = dest[i]
-                    # A short read is the end of the file: the range clamps there, as
-                    # LocalStore clamps it.
-                    sizes[i] = os.preadv(fd, [view[d: d + caps[i]]], st[i])
+                    slot = view[d: d + caps[i]]
+                    # RWF_NOWAIT: bytes not in the page cache raise, and the batch goes to the
+                    # general path, whose threads wait on the disk in parallel. A short read
+                    # may be a partly cached range: the rest is read, to the end of the file
+                    # (where the range clamps, as LocalStore clamps it).
+                    got = os.preadv(fd, [slot], st[i], _RWF_NOWAIT)
+                    if got < caps[i]:
+                        got += _read_to_end(fd, slot[got:], st[i] + got)
+                    sizes[i] = got
                 present[i] = True
         except OSError:
-            return None  # a directory (EISDIR), an I/O error: the general path says which
+            # Not cached (BlockingIOError), a directory (EISDIR), an I/O error: the general
+            # path reads it, and says what is wrong.
+            return None
         finally:
             for fd in fds.values():
                 if fd >= 0:
