@@ -230,11 +230,15 @@ def _decode_on_device(decoder: NvcompDecoder, steps: Sequence[BytesStep], src: B
             align[algorithm] = decoder._call_nvcomp(
                 algorithm, dev, stream, keys[0],
                 lambda c: int(c.get_required_decompression_alignment()))
-        except _gpu._Refused:
+        except _gpu._Refused as e:
             align[algorithm] = 0  # refused: its rows go to the CPU below
-    for code, algorithm in NVCOMP_CODECS.items():
-        if align[algorithm] == 0:
-            cpu_rows[plan.stream_row[plan.stream_codec == code]] = True
+            refused = np.zeros(n, bool)
+            code = next(c for c, a in NVCOMP_CODECS.items() if a == algorithm)
+            refused[plan.stream_row[plan.stream_codec == code]] = True
+            refused &= ~cpu_rows
+            if refused.any():
+                _log_refusal(decoder, e, int(refused.sum()), read_id)
+                cpu_rows |= refused
 
     for group in stream_groups(plan, cpu_rows, decoded_nbytes, align, int(stage.data.ptr)):
         bad_rows = _nvcomp_group(decoder, plan, group, data, stage, dev, stream, keys, read_id,
@@ -306,9 +310,7 @@ def _nvcomp_group(decoder: NvcompDecoder, plan: BloscPlan, group: StreamGroup, d
     try:
         decoded = decoder._call_nvcomp(algorithm, dev, stream, keys[int(rows[0])], decode)
     except _gpu._Refused as e:
-        nrows = int(np.unique(rows).size)
-        _gpu.gpu_decode_stats.add(nvcomp_failures=1, refused_chunks=nrows)
-        _gpu.log.warning("%s; decoding %d Blosc chunks on the CPU instead", e, nrows)
+        _log_refusal(decoder, e, int(np.unique(rows).size), read_id)
         cpu_rows[rows] = True
         return cpu_rows
     _gpu.gpu_decode_stats.add(nvcomp_calls=1, nvcomp_chunks=int(s.size))
@@ -319,6 +321,18 @@ def _nvcomp_group(decoder: NvcompDecoder, plan: BloscPlan, group: StreamGroup, d
         ok = ~cpu_rows[rows]
         _gpu._gather(dst, group.slot_offsets[ok], dsizes[ok], stage, group.out_offsets[ok])
     return cpu_rows
+
+
+def _log_refusal(decoder: NvcompDecoder, e: Exception, nrows: int, read_id: Any) -> None:
+    """Count an nvCOMP refusal; log it at WARNING once per read (as the other codecs do)."""
+    import logging
+
+    from gds_zarr.decode import _gpu
+
+    _gpu.gpu_decode_stats.add(nvcomp_failures=1, refused_chunks=nrows)
+    token = read_id if read_id is not None else object()
+    level = logging.WARNING if decoder._logged.first(token) else logging.DEBUG
+    _gpu.log.log(level, "%s; decoding %d Blosc chunks on the CPU instead", e, nrows)
 
 
 @functools.cache
