@@ -241,8 +241,23 @@ class _State:
 
 
 def _read_all(arrays: list[Any], groups: list[list[Any]], nbytes: list[int], device: str,
-              state: _State, use_own_loop: bool) -> None:
-    """The reader thread: each batch's windows of every array, in order, into the queue."""
+              state: _State, use_own_loop: bool, cuda_device: int | None) -> None:
+    """The reader thread: each batch's windows of every array, in order, into the queue.
+
+    On the GPU it works on the consumer's device, on a stream of its own (so its kernels
+    overlap the consumer's); every batch is complete on the device before it is queued.
+    """
+    if cuda_device is None:
+        _read_batches(arrays, groups, nbytes, device, state, use_own_loop)
+        return
+    import cupy
+
+    with cupy.cuda.Device(cuda_device), cupy.cuda.Stream(non_blocking=True):
+        _read_batches(arrays, groups, nbytes, device, state, use_own_loop)
+
+
+def _read_batches(arrays: list[Any], groups: list[list[Any]], nbytes: list[int], device: str,
+                  state: _State, use_own_loop: bool) -> None:
     from zarr.core.sync import sync
 
     from gds_zarr.windows import aread_many
@@ -284,9 +299,14 @@ class _Batches(Iterator[Any]):
         # GDSStore reads need no particular event loop: the thread runs its own (no hop to
         # zarr's loop thread per batch). Other stores may be bound to zarr's loop.
         own = all(is_gds_store(a.store) for a in loader._arrays)
+        cuda_device = None
+        if loader.device == "gpu":
+            from gds_zarr._device import current_cuda_target
+
+            cuda_device = current_cuda_target().device  # the consumer's device
         self._thread = threading.Thread(
             target=_read_all, name="gds_zarr-loader", daemon=True,
-            args=(loader._arrays, sels, sizes, loader.device, self._state, own))
+            args=(loader._arrays, sels, sizes, loader.device, self._state, own, cuda_device))
         self._single = loader._single
         self._finalizer = weakref.finalize(self, _shutdown, self._state, self._thread)
         self._thread.start()

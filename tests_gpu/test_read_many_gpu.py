@@ -118,3 +118,17 @@ def test_loader_yields_cupy_with_dlpack(tmp_path: Path) -> None:
                                                  for t, y, x in corners]))
     view = cupy.from_dlpack(batches[0])
     assert view.data.ptr == batches[0].data.ptr
+
+
+def test_loader_follows_the_consumers_device(tmp_path: Path) -> None:
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two GPUs")
+    data = sample_data((2, 32, 32), "float32")
+    path = str(tmp_path / "a.zarr")
+    make(path, data, chunks=(1, 16, 16))
+    z = zarr.open_array(GDSStore(path, read_only=True), mode="r")
+    with cupy.cuda.Device(1):
+        loader = gds_zarr.WindowLoader(z, window=(1, 8, 8), batch_size=4, n_windows=8,
+                                       device="gpu")
+        batches = list(loader)
+    assert all(b.device.id == 1 for b in batches)
