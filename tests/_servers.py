@@ -14,7 +14,6 @@ Not a test module (no ``test_`` prefix); benchmarks/remote.py imports it too.
 from __future__ import annotations
 
 import email.utils
-import http.client
 import os
 import re
 import socket
@@ -173,84 +172,147 @@ class RangeServer:
 
 
 class Proxy:
-    """Forwards HTTP requests to ``target`` (``http://host:port``), counting them and adding
-    ``delay`` seconds to each (before forwarding): a fixed network latency.
+    """Forwards HTTP/1.1 requests to ``target`` (``http://host:port``), counting them and adding
+    ``delay`` seconds to each before forwarding it: a fixed network latency.
+
+    It runs in a child process on asyncio (no thread per connection), so its CPU cost is small
+    and is not paid under the measuring process's GIL. ``GET /__proxy_count__`` answers the
+    number of requests forwarded so far (it is neither delayed nor counted).
 
     Attributes
     ----------
     url
         ``http://127.0.0.1:<port>``: point clients here instead of at the target.
-    requests
-        Counter of methods forwarded.
     """
 
     def __init__(self, target: str, delay: float = 0.0) -> None:
-        self.target = target
-        self.delay = delay
-        self.requests: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        owner = self
-        host, port = target.removeprefix("http://").split(":")
+        import subprocess
+        import sys
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _forward(self) -> None:
-                with owner._lock:
-                    owner.requests[self.command] += 1
-                if owner.delay:
-                    time.sleep(owner.delay)
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else None
-                conn = getattr(owner._local, "conn", None)
-                if conn is None:  # one upstream connection per proxy thread, kept alive
-                    conn = owner._local.conn = http.client.HTTPConnection(host, int(port),
-                                                                          timeout=60)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "keep-alive")}
-                try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                except (OSError, http.client.HTTPException):
-                    owner._local.conn = None
-                    conn.close()
-                    self.send_error(502)
-                    return
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("connection", "keep-alive", "transfer-encoding",
-                                         "content-length", "server", "date"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
-
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = _serve(self._server)
+        self.target, self.delay = target, delay
+        self._proc = subprocess.Popen([sys.executable, __file__, "proxy", target, str(delay)],
+                                      stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()
+        if not line.startswith("http://"):
+            self._proc.kill()
+            raise RuntimeError(f"the proxy did not start: {line!r}")
+        self.url = line
 
     def total(self) -> int:
-        with self._lock:
-            return sum(self.requests.values())
+        """Requests forwarded so far."""
+        with urllib.request.urlopen(f"{self.url}/__proxy_count__", timeout=30) as r:
+            return int(r.read())
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
+
+
+async def _read_message(reader: Any, head_only: bool = False) -> tuple[bytes, bytes] | None:
+    """One HTTP/1.1 message: ``(head, body)``; None at end of stream. Bodies by Content-Length
+    or chunked (re-framed by Content-Length for the other side)."""
+    head = await reader.readuntil(b"\r\n\r\n") if not reader.at_eof() else b""
+    if not head:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:]
+                                                          if x)}
+    body = b""
+    if head_only:
+        pass
+    elif fields.get("transfer-encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+            if size == 0:
+                break
+        body = b"".join(parts)
+        kept = [x for x in lines[1:] if x and not x.lower().startswith("transfer-encoding")]
+        head = ("\r\n".join([lines[0], *kept, f"Content-Length: {len(body)}"]) +
+                "\r\n\r\n").encode("latin-1")
+    elif "content-length" in fields:
+        body = await reader.readexactly(int(fields["content-length"]))
+    return head, body
+
+
+def _run_proxy(target: str, delay: float) -> None:
+    import asyncio
+
+    host, port = target.removeprefix("http://").rstrip("/").split(":")
+    count = [0]
+
+    async def handle(cr: Any, cw: Any) -> None:
+        ur = uw = None
+        try:
+            while (req := await _read_message(cr)) is not None:
+                head, body = req
+                if head.startswith(b"GET /__proxy_count__ "):
+                    n = str(count[0]).encode()
+                    cw.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(n), n))
+                    await cw.drain()
+                    continue
+                count[0] += 1
+                if delay:
+                    await asyncio.sleep(delay)
+                if uw is None:
+                    ur, uw = await asyncio.open_connection(host, int(port))
+                uw.write(head + body)
+                await uw.drain()
+                resp = await _read_message(ur, head_only=head.startswith(b"HEAD "))
+                if resp is None:
+                    break
+                cw.write(resp[0] + resp[1])
+                await cw.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            for w in (cw, uw):
+                if w is not None:
+                    w.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, limit=1 << 20, backlog=1024)
+        print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
 
 
 @contextmanager
-def start_moto() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1 for the duration of the block; yields its endpoint URL."""
+def start_moto(*, subprocess: bool = False) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 for the duration of the block; yields its endpoint URL.
+
+    In this process (``ThreadedMotoServer``, the tests' choice: quick to start), or in a child
+    process (the benchmarks' choice: its CPU time is then not spent under the measuring
+    process's GIL).
+    """
     import logging
 
+    if subprocess:
+        import subprocess as sp
+        import sys
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = sp.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                        stdout=sp.DEVNULL, stderr=sp.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(400):  # until it answers
+                try:
+                    urllib.request.urlopen(url, timeout=1).read()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        return
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
@@ -267,3 +329,10 @@ def create_bucket(endpoint: str, bucket: str) -> None:
     """Create ``bucket`` on an S3 server that, like moto, accepts unsigned requests."""
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"),
                            timeout=30).read()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["proxy"]:
+        _run_proxy(sys.argv[2], float(sys.argv[3]))

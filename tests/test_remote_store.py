@@ -201,6 +201,17 @@ async def test_batched_reads_clamp_like_localstore(s3: str, tmp_path: Path) -> N
     ref = [await local.get(k, prototype=PROTO, byte_range=r) for k, r in reqs]
     assert [None if b is None else b.to_bytes() for b in got] == \
         [None if b is None else b.to_bytes() for b in ref]
+    # Overlapping reads (a size bound splits them) that run past the end of the object, and
+    # absurd ranges (a corrupt shard index): clamped as LocalStore clamps.
+    for max_size in (1000, 1 << 20):
+        batch = store.read_batch(["obj"] * 4, np.array([0, 9000, 15000, 1 << 61]),
+                                 np.array([9500, 20000, 30000, (1 << 62) - 1]), device="cpu",
+                                 max_size=max_size)
+        assert batch.sizes.tolist() == [9500, 1240, 0, 0]
+        assert bytes(batch.view(1)) == data[9000:] and bytes(batch.view(0)) == data[:9500]
+        batch = store.read_batch(["obj"] * 2, np.array([0, 15000]), np.array([20000, 30000]),
+                                 device="cpu", max_size=max_size)
+        assert batch.sizes.tolist() == [len(data), 0] and bytes(batch.view(0)) == data
 
 
 async def test_many_ranges_of_one_object_are_coalesced(s3: str) -> None:

@@ -95,6 +95,23 @@ def describe_error(e: BaseException, redact: Callable[[str], str]) -> str:
     return redact(f"{what}: {first}")
 
 
+def _read_of(plan: Any, file_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Which read of ``plan`` serves each request: the last read of its file starting at or
+    before it. (The plan's staging offsets cannot tell: ranges "to the end" are 2**62 long, so
+    their sums overflow; only files and offsets are used.)"""
+    nreads = plan.nreads
+    files = np.concatenate([plan.read_file, file_ids])
+    offsets = np.concatenate([plan.read_offset, starts])
+    is_request = np.r_[np.zeros(nreads, dtype=np.int8), np.ones(len(starts), dtype=np.int8)]
+    order = np.lexsort((is_request, offsets, files))  # a read sorts before its requests
+    last = np.where(order < nreads, order, -1)
+    np.maximum.accumulate(last, out=last)
+    out = np.empty(len(starts), dtype=np.int64)
+    mask = order >= nreads
+    out[order[mask] - nreads] = last[mask]
+    return out
+
+
 class _PastEnd(Exception):
     """A range that starts past the object's end (HTTP 416): read again once its size is
     known."""
@@ -162,11 +179,11 @@ class ObstoreIOBackend:
         """
         starts, stops, file_of, files = group_requests(paths, starts, stops)
         n = len(starts)
+        stops = np.where(stops < 0, stops, np.minimum(stops, MAX_OFFSET))
         bounded = (starts >= 0) & (stops > starts)
         open_ended = stops < 0
         b_idx = np.flatnonzero(bounded)
-        plan = plan_reads(file_of[b_idx], starts[b_idx],
-                          np.minimum(stops[b_idx], MAX_OFFSET), max_gap=max_gap,
+        plan = plan_reads(file_of[b_idx], starts[b_idx], stops[b_idx], max_gap=max_gap,
                           max_size=max_size)
         o_idx = np.flatnonzero(open_ended)
         z_idx = np.flatnonzero(~bounded & ~open_ended)  # zero-length: presence only
@@ -183,9 +200,7 @@ class ObstoreIOBackend:
         offsets = np.zeros(n, dtype=np.int64)
         sizes = np.zeros(n, dtype=np.int64)
         if len(b_idx):
-            # Which read serves each bounded request: reads are back to back in the plan's
-            # staging order, so the last read starting at or before the request's slot.
-            r = np.searchsorted(plan.read_dest, plan.request_dest, side="right") - 1
+            r = _read_of(plan, file_of[b_idx], starts[b_idx])
             within = starts[b_idx] - plan.read_offset[r]
             got_end = plan.read_offset[r] + lengths[r]  # a short body: the object ended there
             sizes[b_idx] = np.maximum(np.minimum(stops[b_idx], got_end) - starts[b_idx], 0)
@@ -225,7 +240,10 @@ class ObstoreIOBackend:
                     present[f] = False
                     return None
                 except Exception as e:  # noqa: BLE001 - each failure: ChunkReadError naming it
-                    if _status(e) == 416:
+                    # 416: a range starts past the end. A panic: obstore merged overlapping
+                    # ranges of which one ends past the object and then could not slice the
+                    # next one; both are answered by clamping to the object's size.
+                    if _status(e) == 416 or type(e).__name__ == "RustPanic":
                         raise _PastEnd from None
                     raise ChunkReadError(files[f], f"{describe_error(e, self._redact)} "
                                                    f"({self._url(files[f])})") from None
