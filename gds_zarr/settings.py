@@ -134,6 +134,10 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("remote_timeout", lambda: 30.0, _parse_seconds,
                 "Seconds one remote request may take (a stalled server) before it is retried.",
                 "30"),
+        Setting("remote_prefetch", lambda: 2 << 20, parse_bytes,
+                "Bytes of a remote object's tail read with its shard index and kept briefly, so "
+                "the chunk reads that follow need no second request round (shards up to this "
+                "size: one round); 0 turns it off.", "2 MiB"),
         Setting("remote_retries", lambda: 5, _parse_int,
                 "Retries of a failed remote request (5xx, dropped connection, timeout), with "
                 "exponential backoff from 100 ms; then ChunkReadError names the key and URL.",

@@ -328,19 +328,23 @@ def test_http_store_is_read_only_and_cannot_list(http: RangeServer, arrays: dict
 
 def test_a_whole_read_is_a_few_request_rounds(arrays: dict[str, str], http: RangeServer,
                                               s3: str) -> None:
-    """Counted on the servers: a full read of 3x3 shards of 2x2 inner chunks is one round of
-    index reads plus one round of coalesced chunk reads, one request per shard each: not one
-    request per chunk. An unsharded read is one GET per chunk, all in one batch."""
-    store = GDSStore(f"{http.url}/matrix/sharded")
+    """Counted on the servers: a full read of 4x3 shards (6 exist) of 2x2 inner chunks is one
+    round of index reads, one request per shard, whose prefetched tails (whole shards here)
+    answer the chunk reads; without prefetching, a second round of coalesced chunk reads, one
+    request per existing shard: never one request per chunk. An unsharded read is one GET per
+    chunk, all in one batch."""
     nshards = 2 * 3  # rows 12+ were never written: 2 of 4 shard rows exist, 3 shard columns
-    with zarr.config.set({"codec_pipeline.path": PIPELINE_PATH}):
-        z = zarr.open_array(store, mode="r")  # metadata read before counting
-        before = http.total()
-        stats.reset()
-        z[...]
-    sent = http.total() - before
-    assert sent == 2 * (4 * 3) - (4 * 3 - nshards), sent  # indexes of 12 shards, data of 6
-    assert stats.store_reads == 2 and stats.delegated_reads == 0, stats
+    for prefetch, want in ((None, 4 * 3), (0, 4 * 3 + nshards)):
+        with zarr.config.set({"codec_pipeline.path": PIPELINE_PATH}), \
+                gds_zarr.settings.set(remote_prefetch=prefetch):
+            store = GDSStore(f"{http.url}/matrix/sharded")
+            z = zarr.open_array(store, mode="r")  # metadata read before counting
+            before = http.total()
+            stats.reset()
+            got = z[...]
+        assert http.total() - before == want, (prefetch, http.total() - before)
+        assert stats.store_reads == 2 and stats.delegated_reads == 0, stats
+        assert got.tobytes() == _reference(arrays["sharded"], SELECTIONS["full"]).tobytes()
     # S3, counted by a proxy in front of moto.
     proxy = Proxy(s3)
     try:
@@ -393,3 +397,33 @@ def test_gpu_read_path_says_which_backend_and_why(no_gpu_libs: None) -> None:
         assert backend == "obstore + one host-to-device copy per batch", url
         assert why in reason, (url, reason)
     assert "remote io:    obstore" in gds_zarr.info(refresh=True).format_text()
+
+
+def test_prefetched_tails_answer_chunk_reads_and_writes_drop_them(
+        http: RangeServer, http_root: Path, s3: str) -> None:
+    """A suffix read (a shard index) brings ``remote_prefetch`` bytes of the tail; bounded reads
+    inside it cost no request, reads outside it do; a suffix read always asks the server; a
+    write through the store drops the tail."""
+    data = np.random.default_rng(3).bytes(10240)
+    (http_root / "tail").write_bytes(data)
+    with gds_zarr.settings.set(remote_prefetch=1000):
+        store = GDSStore(http.url)
+
+        def read(starts: list[int], stops: list[int]) -> tuple[list[bytes], int]:
+            before = http.total()
+            b = store.read_batch(["tail"] * len(starts), np.array(starts), np.array(stops),
+                                 device="cpu")
+            return [bytes(b.view(i)) for i in range(len(b))], http.total() - before
+
+        assert read([-16], [-1]) == ([data[-16:]], 1)
+        assert read([9300, 10000, 10200], [9400, 10100, 99999]) == (
+            [data[9300:9400], data[10000:10100], data[10200:]], 0)
+        assert read([100, 9200], [200, 9300]) == ([data[100:200], data[9200:9300]], 1)
+        assert read([-16], [-1]) == ([data[-16:]], 1)  # never answered from the tail
+    s3s = s3_store(s3)
+    s3s.set_sync("k", cpu.Buffer.from_bytes(b"a" * 100))
+    assert bytes(s3s.read_batch(["k"], np.array([-10]), np.array([-1]), device="cpu").view(0)) \
+        == b"a" * 10
+    s3s.set_sync("k", cpu.Buffer.from_bytes(b"b" * 100))
+    assert bytes(s3s.read_batch(["k"], np.array([0]), np.array([5]), device="cpu").view(0)) \
+        == b"b" * 5  # the old tail was dropped by the write

@@ -13,6 +13,11 @@ at once up to the ``remote_concurrency`` setting:
   the last two), so a whole chunk or a shard index costs one request and no HEAD;
 * a zero-length request is answered by the object's other requests, else by a HEAD.
 
+A suffix read (a shard index at the end of its shard) fetches at least ``remote_prefetch``
+bytes of the object's tail and keeps them briefly (:class:`_Tails`): the chunk reads that
+follow the index round are answered from memory when they lie in that tail, so a selection of
+shards up to that size is ONE request round instead of two, as when zarr reads a whole shard.
+
 Only an object whose coalesced range starts past its end (a server answers 416) costs a second
 round: a HEAD for its size, then the ranges that are left.
 
@@ -31,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -112,6 +119,63 @@ def _read_of(plan: Any, file_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
+#: A cached tail serves reads for this long after it arrived (the reads of one zarr selection
+#: follow their shard-index round within milliseconds); then it is only memory.
+_TAIL_TTL_S = 10.0
+
+
+class _Tails:
+    """Object tails that prefetching suffix reads brought in (see ``remote_prefetch``), kept
+    for the chunk reads that follow their shard-index round, bounded in bytes (LRU).
+
+    Only bounded range reads are answered from here, never a suffix read: an index is always
+    read anew (which refreshes the tail), and the chunks then come from the same version of
+    the object as the index that located them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[int, int, Any, float]] = OrderedDict()
+        self._nbytes = 0
+
+    def put(self, path: str, tail_start: int, size: int, body: Any, limit: int) -> None:
+        with self._lock:
+            self._pop(path)
+            self._entries[path] = (tail_start, size, body, time.monotonic())
+            self._nbytes += len(body)
+            while self._nbytes > limit and self._entries:
+                self._pop(next(iter(self._entries)))
+
+    def _pop(self, path: str) -> None:
+        old = self._entries.pop(path, None)
+        if old is not None:
+            self._nbytes -= len(old[2])
+
+    def lookup(self, files: list[str]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+        """Per file: tail start (-1: none), object size, tail bytes (None)."""
+        ts = np.full(len(files), -1, dtype=np.int64)
+        sizes = np.zeros(len(files), dtype=np.int64)
+        bodies: list[Any] = [None] * len(files)
+        if not self._entries:
+            return ts, sizes, bodies
+        now = time.monotonic()
+        with self._lock:
+            for i, f in enumerate(files):
+                e = self._entries.get(f)
+                if e is not None and now - e[3] < _TAIL_TTL_S:
+                    ts[i], sizes[i], bodies[i] = e[0], e[1], e[2]
+        return ts, sizes, bodies
+
+    def drop(self, path: str | None = None) -> None:
+        """Forget ``path``'s tail (it was written or deleted), or every tail."""
+        with self._lock:
+            if path is None:
+                self._entries.clear()
+                self._nbytes = 0
+            else:
+                self._pop(path)
+
+
 class _PastEnd(Exception):
     """A range that starts past the object's end (HTTP 416): read again once its size is
     known."""
@@ -138,6 +202,7 @@ class ObstoreIOBackend:
         self.stats = IOStats()
         self._url = object_url
         self._redact = redact
+        self.tails = _Tails()
 
     def __repr__(self) -> str:
         return "ObstoreIOBackend()"
@@ -182,15 +247,38 @@ class ObstoreIOBackend:
         stops = np.where(stops < 0, stops, np.minimum(stops, MAX_OFFSET))
         bounded = (starts >= 0) & (stops > starts)
         open_ended = stops < 0
+        # Bounded ranges inside a tail fetched with the shard index are answered from it.
+        tail_start, tail_size, tail_body = self.tails.lookup(files)
+        ts = tail_start[file_of]
+        cached = bounded & (ts >= 0) & (starts >= ts)
+        bounded &= ~cached
         b_idx = np.flatnonzero(bounded)
         plan = plan_reads(file_of[b_idx], starts[b_idx], stops[b_idx], max_gap=max_gap,
                           max_size=max_size)
         o_idx = np.flatnonzero(open_ended)
-        z_idx = np.flatnonzero(~bounded & ~open_ended)  # zero-length: presence only
+        z_idx = np.flatnonzero(~bounded & ~open_ended & ~cached)  # zero-length: presence only
         bodies, present_file, fetches = run_async(
             self._fetch(files, plan, file_of[o_idx], starts[o_idx], stops[o_idx],
                         np.unique(file_of[z_idx])))
         nreads = plan.nreads
+        c_idx = np.flatnonzero(cached)
+        c_end = np.zeros(0, dtype=np.int64)
+        c_first = 0
+        if len(c_idx):
+            # One slice of each tail, spanning its requests, joins the batch's bodies.
+            c_file = file_of[c_idx]
+            c_end = np.maximum(np.minimum(stops[c_idx], tail_size[c_file]), starts[c_idx])
+            used, slot = np.unique(c_file, return_inverse=True)
+            lo = np.full(len(used), MAX_OFFSET, dtype=np.int64)
+            hi = np.zeros(len(used), dtype=np.int64)
+            np.minimum.at(lo, slot, starts[c_idx])
+            np.maximum.at(hi, slot, c_end)
+            hi = np.maximum(hi, lo)
+            c_first = len(bodies)
+            for f, a, b in zip(used.tolist(), lo.tolist(), hi.tolist(), strict=True):
+                t0 = int(tail_start[f])
+                bodies.append(memoryview(tail_body[f])[a - t0: b - t0] if b > a else b"")
+            c_lo = lo[slot]
         lengths = np.fromiter((len(b) for b in bodies), dtype=np.int64, count=len(bodies))
         dest = np.zeros(len(bodies), dtype=np.int64)
         if len(bodies) > 1:
@@ -208,6 +296,9 @@ class ObstoreIOBackend:
         if len(o_idx):
             sizes[o_idx] = lengths[nreads:nreads + len(o_idx)]
             offsets[o_idx] = dest[nreads:nreads + len(o_idx)]
+        if len(c_idx):
+            sizes[c_idx] = c_end - starts[c_idx]
+            offsets[c_idx] = dest[c_first + slot] + (starts[c_idx] - c_lo)
         present = present_file[file_of]
         sizes[~present] = 0
         offsets[~present] = 0
@@ -279,13 +370,13 @@ class ObstoreIOBackend:
                     out[j] = body
             return out
 
-        async def whole(j: int, f: int, start: int) -> None:
+        async def whole(j: int, f: int, start: int, tail: bool) -> None:
             path = files[f]
             options: Any = None
             if start > 0:
                 options = {"range": {"offset": start}}
             elif start < 0:
-                options = {"range": {"suffix": -start}}
+                options = {"range": {"suffix": max(-start, prefetch) if tail else -start}}
 
             async def get() -> Any:
                 try:
@@ -294,7 +385,14 @@ class ObstoreIOBackend:
                     if _status(e) == 416:
                         return b""  # an offset past the end of an existing object: empty
                     raise
-                return await result.bytes_async()
+                body = await result.bytes_async()
+                if tail and prefetch > -start:
+                    # A shard index with the tail of its shard: the chunk reads that follow
+                    # are answered from it (one request round instead of two).
+                    self.tails.put(path, int(result.range[0]), int(result.meta["size"]), body,
+                                   tail_limit)
+                    return memoryview(body)[max(len(body) + start, 0):]
+                return body
 
             body = await fetch(f, get)
             if body is not None:
@@ -309,8 +407,14 @@ class ObstoreIOBackend:
             cuts = np.flatnonzero(np.diff(rf)) + 1
             for rows in np.split(np.arange(nreads), cuts):
                 tasks.append(ranges(int(rf[rows[0]]), rows))
+        prefetch = int(settings.get("remote_prefetch"))
+        tail_limit = max(64 << 20, 16 * prefetch)
+        # Tails beyond the cache's bound would be dropped unused: prefetch only that many.
+        tails_left = tail_limit // prefetch if prefetch else 0
         for j, (f, start) in enumerate(zip(o_file.tolist(), o_start.tolist(), strict=True)):
-            tasks.append(whole(j, f, start))
+            tail = start < 0 and tails_left > 0
+            tails_left -= tail
+            tasks.append(whole(j, f, start, tail))
         answered = set(rf.tolist()) | set(o_file.tolist())
         for f in z_files.tolist():
             if f not in answered:

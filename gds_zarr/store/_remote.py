@@ -193,12 +193,22 @@ class RemoteGDSStore(GDSStore):
             raise TypeError(f"GDSStore.set(): `value` must be a Buffer instance. Got an "
                             f"instance of {type(value)} instead.")
         path = self.location.path(check_key(key))
+        self._forget_tails(path)
         self._backend("cpu").write_file(path, value.as_numpy_array(),  # type: ignore[call-arg]
                                         exclusive=exclusive)
+
+    def _forget_tails(self, path: str | None) -> None:
+        """Drop prefetched tails (gds_zarr/io/_remote.py) of an object written or deleted here;
+        None: of every object."""
+        cpu = self._backends.get("cpu")
+        if cpu is not None:
+            cpu.tails.drop(path)  # type: ignore[attr-defined]
 
     def _delete_paths(self, paths: list[str]) -> None:
         import obstore as obs
 
+        for p in paths:
+            self._forget_tails(p)
         for i in range(0, len(paths), 1000):  # S3's bulk delete takes 1000 keys a request
             try:
                 obs.delete(self.client, paths[i:i + 1000])
