@@ -141,3 +141,21 @@ def test_a_loose_floor_is_caught(requirement: str, expected: str) -> None:
         Requirement(requirement).name)]
     bad = violations([*reqs, Requirement(requirement)])
     assert bad and all(expected in b for b in bad), bad
+
+
+def test_installed_gpu_libraries_have_every_api() -> None:
+    """Where a leg is installed (ci/gpu_libs_without_driver.sh, a GPU machine), the versions
+    pip picked have every API of the table."""
+    checked = 0
+    for api in APIS:
+        for leg in LEGS:
+            dist = next(r.name for r in _pyproject_leg(leg) if _base(r.name) == api.distribution)
+            try:
+                version = Version(importlib.metadata.version(dist))
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            assert version >= Version(api.first), (
+                f"{dist} {version} is installed, which lacks {api.api} (first in {api.first})")
+            checked += 1
+    if checked == 0:
+        pytest.skip("no GPU library of the cu12/cu13 legs is installed here")
