@@ -427,3 +427,21 @@ def test_prefetched_tails_answer_chunk_reads_and_writes_drop_them(
     s3s.set_sync("k", cpu.Buffer.from_bytes(b"b" * 100))
     assert bytes(s3s.read_batch(["k"], np.array([0]), np.array([5]), device="cpu").view(0)) \
         == b"b" * 5  # the old tail was dropped by the write
+
+
+def test_gpu_backend_sizes_objects_from_tails_else_one_head_round(
+        http: RangeServer, http_root: Path) -> None:
+    """The kvikio RemoteFile backend needs object sizes before its preads: objects whose
+    index was just read are sized from their tails, the rest by HEADs in one round; missing
+    ones are -1. (CPU-side logic; the preads themselves need a GPU: tests/test_remote_gpu.py.)"""
+    from gds_zarr.io._remote_gpu import KvikioRemoteIOBackend
+
+    for name, n in (("s1", 5000), ("s2", 7000)):
+        (http_root / name).write_bytes(bytes(n))
+    store = GDSStore(http.url)
+    cpu = store._backend("cpu")  # type: ignore[attr-defined]
+    gpu = KvikioRemoteIOBackend(store.location, cpu)  # type: ignore[attr-defined]
+    store.read_batch(["s1"], np.array([-16]), np.array([-1]), device="cpu")  # tail of s1
+    before = http.total("HEAD")
+    assert gpu._sizes(["s1", "s2", "nope"]).tolist() == [5000, 7000, -1]
+    assert http.total("HEAD") - before == 2  # s2 and nope; s1 was known

@@ -6,7 +6,8 @@ it); :func:`remote_gpu_backend` builds the backend:
 
 * :class:`KvikioRemoteIOBackend` (S3 through the ``AWS_*`` environment, public S3, HTTP):
   one round of HEAD requests (through obstore, all in flight at once) sizes every object and
-  tells missing ones apart, the ranges are clamped and coalesced as on the CPU
+  tells missing ones apart (objects whose shard index was just read are sized already), the
+  ranges are clamped and coalesced as on the CPU
   (:func:`~gds_zarr.planning.ranges.plan_reads`), ONE CuPy buffer is allocated and every read
   is issued as ``RemoteFile.pread`` into its slice before any is waited on; kvikio's thread pool
   overlaps them and writes the bytes to the device without a host copy of the batch.
@@ -142,7 +143,18 @@ class KvikioRemoteIOBackend(HostStagedIOBackend):
         return RemoteFile.open_s3_url(url, nbytes=size)
 
     def _sizes(self, files: list[str]) -> np.ndarray:
-        """One round of HEADs through obstore: each object's size, -1 if missing."""
+        """Each object's size, -1 if missing: known from a tail the shard-index round brought
+        in (gds_zarr/io/_remote.py), else from one round of HEADs through obstore."""
+        tail_start, tail_size, _ = self.cpu.tails.lookup(files)
+        known = tail_start >= 0
+        if known.all():
+            return tail_size
+        out = tail_size.copy()
+        need = np.flatnonzero(~known)
+        out[need] = self._head_sizes([files[i] for i in need.tolist()])
+        return out
+
+    def _head_sizes(self, files: list[str]) -> np.ndarray:
         import obstore as obs
 
         store, redact, url = self.cpu.store, self.cpu._redact, self.location.object_url
