@@ -30,8 +30,10 @@ from gds_zarr._device import current_cuda_target
 from gds_zarr.decode import _gpu, formats
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode._gpu import NvcompDecoder, device_crc32, gpu_decode_stats
+from gds_zarr.decode._scatter_gpu import contiguous_rows
 from gds_zarr.errors import CUDAContextError, GPUDecodeError
 from gds_zarr.io._gpu import KvikioIOBackend
+from gds_zarr.planning.chunks import scatter_plan
 from gds_zarr.planning.staging import READ_ALIGN
 
 NBYTES = 64 * 64 * 4
@@ -103,6 +105,18 @@ def test_rows_decode_straight_into_the_callers_output(tmp_path: Path, kind: str)
     with pytest.raises(ValueError, match="C-contiguous uint8"):
         NvcompDecoder().decode_batch(STEPS[kind], batch, np.arange(N), NBYTES,
                                      [f"c{i}" for i in range(N)], out=rows[:, ::2])
+
+
+def test_contiguous_rows_is_a_view_of_a_cupy_output() -> None:
+    plan = scatter_plan(np.arange(4), [(slice(0, 16, 1), slice(0, 32, 1))] * 4,
+                        [(slice(i * 16, (i + 1) * 16, 1), slice(0, 32, 1)) for i in range(4)],
+                        (16, 32), (64, 32))
+    assert plan is not None
+    out = cupy.zeros((64, 32), cupy.float32)
+    rows = contiguous_rows(out, plan, 4)
+    assert rows is not None and rows.shape == (4, 16 * 32 * 4) and rows.data.ptr == out.data.ptr
+    rows[...] = 0x3F
+    assert bool((out.view(cupy.uint8) == 0x3F).all())
 
 
 def test_inner_chunks_of_one_file_are_repacked_once(tmp_path: Path) -> None:

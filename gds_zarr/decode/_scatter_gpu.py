@@ -35,7 +35,7 @@ from gds_zarr._counters import Counters
 from gds_zarr._device import CudaTarget, on_cuda_target
 from gds_zarr.planning.chunks import ScatterPlan
 
-__all__ = ["ScatterStats", "scatter_chunks", "scatter_stats"]
+__all__ = ["ScatterStats", "contiguous_rows", "scatter_chunks", "scatter_stats"]
 
 _THREADS = 256
 _MAX_GRID_Y = 65535
@@ -280,3 +280,56 @@ def _units_as_general(plan: ScatterPlan) -> list[tuple[int, Any, Any]]:
     return [(int(plan.rows[j]), sel(plan.chunk_start[j], plan.chunk_step[j], plan.count[j]),
              sel(plan.out_start[j], plan.out_step[j], plan.count[j]))
             for j in range(len(plan.rows))]
+
+
+def contiguous_rows(out: Any, plan: ScatterPlan, n_rows: int,
+                    chunk_strides: Sequence[int] | None = None) -> Any:
+    """A ``(n_rows, chunk bytes)`` uint8 view of ``out`` holding the decoded rows in place, or
+    None when the output's layout does not allow it.
+
+    When it is not None, decoding straight into it (``NvcompDecoder.decode_batch(..., out=)``)
+    leaves every chunk where :func:`scatter_chunks` would have copied it: no staging rows and no
+    scatter. That is the case when ``out`` is C-contiguous, every unit copies a whole chunk laid
+    out in C order, each chunk's elements are one contiguous run of ``out`` (all axes after the
+    first one the chunk does not span are whole), and row ``r`` lies ``r`` chunk sizes after
+    row 0 (e.g. a 1-D array, or chunks spanning every axis but the first, read whole). The rows
+    must be in ``out.dtype`` with its byte order: the caller checks that no conversion is due.
+    Works on numpy and CuPy arrays alike (pure index arithmetic).
+
+    Parameters
+    ----------
+    out
+        The output (or the view of it the plan indexes).
+    plan
+        The batch's scatter plan; ``plan.rows`` names a row of the decoded batch per unit.
+    n_rows
+        Rows of the decoded batch.
+    chunk_strides
+        Item strides of a decoded chunk (None: C order of ``plan.chunk_shape``).
+    """
+    shape = tuple(int(n) for n in plan.chunk_shape)
+    n_units = len(plan.rows)
+    if n_units != n_rows or n_rows == 0 or not out.flags.c_contiguous:
+        return None
+    if chunk_strides is not None and tuple(int(x) for x in chunk_strides) != _c_strides(shape):
+        return None
+    chunk_shape = np.array(shape, np.int64)
+    whole = ((plan.chunk_start == 0).all() and (plan.chunk_step == 1).all()
+             and (plan.out_step == 1).all() and (plan.count == chunk_shape).all())
+    if not whole or sorted(plan.rows.tolist()) != list(range(n_rows)):
+        return None
+    # A whole chunk is one run of a C-contiguous ``out`` when every axis after the first one
+    # it spans more than once is whole in ``out`` too.
+    out_shape = np.array(out.shape, np.int64)
+    spans = np.flatnonzero(chunk_shape > 1)
+    if len(spans) and (chunk_shape[spans[0] + 1:] != out_shape[spans[0] + 1:]).any():
+        return None
+    item = out.dtype.itemsize
+    ostrides = np.array(_c_strides(tuple(out.shape)), np.int64)
+    offsets = plan.out_start @ ostrides  # item offset of each unit's first element
+    row_items = int(np.prod(chunk_shape))
+    base = int(offsets[plan.rows == 0][0])
+    if (offsets != base + plan.rows * row_items).any() or base + n_rows * row_items > out.size:
+        return None
+    flat = out.reshape(-1)[base : base + n_rows * row_items]
+    return flat.view(np.uint8).reshape(n_rows, row_items * item)
