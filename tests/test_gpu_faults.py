@@ -211,3 +211,16 @@ def _step() -> Any:
     from gds_zarr.decode._base import BytesStep
 
     return BytesStep("zstd", numcodecs.Zstd(), "zstd")
+
+
+def test_cupys_own_exceptions_are_sorted() -> None:
+    # CuPy's exception classes construct without a driver (the cu12 leg without one has them).
+    runtime = pytest.importorskip("cupy_backends.cuda.api.runtime")
+    memory = pytest.importorskip("cupy.cuda.memory")
+    assert classify_failure(runtime.CUDARuntimeError(700)) == "sticky"  # IllegalAddress
+    assert classify_failure(runtime.CUDARuntimeError(719)) == "sticky"  # LaunchFailure
+    assert classify_failure(runtime.CUDARuntimeError(2)) == "refused"  # MemoryAllocation
+    assert classify_failure(runtime.CUDARuntimeError(1)) == "error"  # InvalidValue
+    assert classify_failure(memory.OutOfMemoryError(1 << 30, 1 << 30, 0)) == "refused"
+    reason = sticky_reason(runtime.CUDARuntimeError(700))
+    assert reason is not None and reason.startswith("cudaErrorIllegalAddress")
