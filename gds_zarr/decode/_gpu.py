@@ -245,19 +245,27 @@ def _chain(e: BaseException) -> list[BaseException]:
     return seen
 
 
+def _text(e: BaseException) -> str:
+    """``str(e)``, which for some CUDA errors calls into the driver and may itself fail."""
+    try:
+        return str(e)
+    except Exception:  # noqa: BLE001 - a message is only a hint here
+        return type(e).__name__
+
+
 def sticky_reason(e: BaseException) -> str | None:
     """The sticky CUDA error ``e`` reports (by CuPy's ``status`` or by its text), else None."""
     for x in _chain(e):
         status = getattr(x, "status", None)
         if not isinstance(status, int):
             # nvCOMP's text: "CUDA Runtime API failure: <cudaGetErrorString> : code=<n>".
-            m = _CODE.search(str(x))
+            m = _CODE.search(_text(x))
             status = int(m.group(1)) if m else None
         if status in _STICKY_CUDA:
-            return f"{_STICKY_CUDA[status]} ({type(x).__name__}: {x})"
-        text = str(x).lower()
+            return f"{_STICKY_CUDA[status]} ({type(x).__name__}: {_text(x)})"
+        text = _text(x).lower()
         if any(t.lower() in text for t in _STICKY_TEXT):
-            return f"{type(x).__name__}: {x}"
+            return f"{type(x).__name__}: {_text(x)}"
     return None
 
 
@@ -276,7 +284,7 @@ def classify_failure(e: BaseException) -> Failure:
     if isinstance(e, MemoryError):  # CuPy's OutOfMemoryError too
         return "refused"
     if isinstance(e, ValueError | RuntimeError) and not isinstance(e, GDSZarrError):
-        text = str(e).lower()
+        text = _text(e).lower()
         if any(t in text for t in _REFUSAL_TEXT):
             return "refused"
     return "error"
@@ -525,8 +533,9 @@ class NvcompDecoder:
             if reason is not None:  # a fault may surface only at the next synchronization
                 raise _mark_dead(device, reason, key) from e
             if kind == "refused":
-                raise _Refused(f"nvCOMP {algorithm} refused: {type(e).__name__}: {e}") from e
-            raise GPUDecodeError(key, f"nvCOMP {algorithm}: {type(e).__name__}: {e}") from e
+                raise _Refused(f"nvCOMP {algorithm} refused: {type(e).__name__}: {_text(e)}"
+                               ) from e
+            raise GPUDecodeError(key, f"nvCOMP {algorithm}: {type(e).__name__}: {_text(e)}") from e
 
     def decode_batch(self, steps: Sequence[BytesStep], src: BatchRead, index: np.ndarray,
                      decoded_nbytes: int, keys: Sequence[str], *,
