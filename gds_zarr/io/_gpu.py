@@ -236,6 +236,7 @@ class KvikioIOBackend:
     def _read_batch(self, paths: Sequence[str], starts: np.ndarray, stops: np.ndarray,
                     max_gap: int | None, max_size: int | None,
                     resolve_link: Callable[[str], str] | None) -> BatchRead:
+        """:meth:`read_batch` on the current device and stream."""
         import cupy as cp
 
         n = len(paths)
