@@ -185,7 +185,8 @@ if want quick-bench; then
   bench_stage quick-bench 240 90 bench_quick --quick --case-timeout 60
 fi
 if want gpu-faults; then
-  pytest_stage gpu-faults 300 60 pytest_gpu_faults tests_gpu -m fresh_process
+  # ~40 child processes of a few seconds each (start, CuPy, one test): the stage gets room.
+  pytest_stage gpu-faults 450 120 pytest_gpu_faults tests_gpu -m fresh_process
 fi
 if want cpu-tests; then
   pytest_stage cpu-tests 480 120 pytest_cpu tests
