@@ -31,9 +31,13 @@ async def aread_many(array: Any, selections: Sequence[Any], *, device: str | Non
 
     Parameters and results are those of :func:`read_many`.
     """
+    return await _read(array, selections, resolve_device(device), None)
+
+
+async def _read(array: Any, selections: Sequence[Any], device: str, target: Any) -> Any:
     from gds_zarr.pipeline._many import read_windows
 
-    return await read_windows(array, selections, resolve_device(device))
+    return await read_windows(array, selections, device, target)  # type: ignore[arg-type]
 
 
 def read_many(array: Any, selections: Sequence[Any], *, device: str | None = None) -> Any:
@@ -81,4 +85,10 @@ def read_many(array: Any, selections: Sequence[Any], *, device: str | None = Non
     """
     from zarr.core.sync import sync
 
-    return sync(aread_many(array, selections, device=device))
+    dev = resolve_device(device)
+    target = None
+    if dev == "gpu":  # zarr's loop thread runs the read: tell it the caller's device and stream
+        from gds_zarr._device import current_cuda_target
+
+        target = current_cuda_target()
+    return sync(_read(array, selections, dev, target))

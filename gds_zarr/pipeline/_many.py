@@ -20,6 +20,8 @@ import numpy as np
 
 from gds_zarr import settings
 from gds_zarr.decode.chain import ChainPlan, Unsupported, plan_chain
+from gds_zarr.pipeline import _gpuread as gpuread
+from gds_zarr.pipeline._gpuread import batch_costs, gpu_read, on_target
 from gds_zarr.pipeline._read import (
     _decoder,
     _drop,
@@ -98,11 +100,23 @@ def _describe(a: Any) -> _Array | str:
                   md.encode_chunk_key)
 
 
-async def read_windows(array: Any, selections: Sequence[Any], device: Device) -> Any:
-    """Read ``selections`` of ``array``; see :func:`gds_zarr.read_many` for the contract."""
+async def read_windows(array: Any, selections: Sequence[Any], device: Device,
+                       target: Any = None) -> Any:
+    """Read ``selections`` of ``array``; see :func:`gds_zarr.read_many` for the contract.
+
+    ``target``: on the GPU, the caller's :class:`~gds_zarr._device.CudaTarget` (device and
+    stream); the result is allocated and every step runs there.
+    """
     t0 = time.perf_counter()
     try:
-        return await _read_windows(_unwrap(array), list(selections), device)
+        if device != "gpu":
+            return await _read_windows(_unwrap(array), list(selections), device)
+        if target is None:
+            from gds_zarr._device import current_cuda_target
+
+            target = current_cuda_target()
+        with gpu_read(target):
+            return await _read_windows(_unwrap(array), list(selections), device)
     finally:
         stats.add(read_many_calls=1, read_many_seconds=time.perf_counter() - t0)
 
@@ -127,14 +141,17 @@ async def _read_windows(a: Any, selections: list[Any], device: Device) -> Any:
                      for i in range(n)]
     stacked = all(s == result_shapes[0] for s in result_shapes) if n else True
     full = [tuple(int(c) for c in sels.count[i]) for i in range(n)]
-    if stacked:
-        out = xp.empty((n, *result_shapes[0]) if n else (0,), dtype=desc.dtype)
-        # out[i:i + 1], not out[i]: a view even where the window is 0-d (out[i] is a copy).
-        views = [out[i:i + 1].reshape(full[i]) if i not in zres else None for i in range(n)]
-    else:
-        parts = [xp.empty(result_shapes[i], dtype=desc.dtype) if i not in zres else None
-                 for i in range(n)]
-        views = [p.reshape(full[i]) if p is not None else None for i, p in enumerate(parts)]
+    with on_target():  # on the GPU: the caller's device
+        if stacked:
+            out = xp.empty((n, *result_shapes[0]) if n else (0,), dtype=desc.dtype)
+            # out[i:i + 1], not out[i]: a view even where the window is 0-d (out[i] is a copy).
+            views = [out[i:i + 1].reshape(full[i]) if i not in zres else None
+                     for i in range(n)]
+        else:
+            parts = [xp.empty(result_shapes[i], dtype=desc.dtype) if i not in zres else None
+                     for i in range(n)]
+            views = [p.reshape(full[i]) if p is not None else None
+                     for i, p in enumerate(parts)]
     plan_rows = np.asarray([i for i in range(n) if i not in zres], dtype=np.int64)
     if len(plan_rows):
         wp = plan_windows(sels, desc.chunk_shape, desc.grid_shape, plan_rows)
@@ -145,11 +162,12 @@ async def _read_windows(a: Any, selections: list[Any], device: Device) -> Any:
             f0 = full[int(plan_rows[0])]
             merged = out.reshape((n * f0[0], *f0[1:]))
         await _read_plan(desc, wp, views, merged, device)
-    for i, v in zres.items():
-        if stacked:
-            out[i] = xp.asarray(v)
-        else:
-            parts[i] = _native(v, xp, desc.dtype)
+    with on_target():
+        for i, v in zres.items():
+            if stacked:
+                out[i] = xp.asarray(v)
+            else:
+                parts[i] = _native(v, xp, desc.dtype)
     if device == "gpu":
         _gpu_sync()
     return out if stacked else parts
@@ -231,7 +249,8 @@ async def _read_plan(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any
     nbytes = desc.plan.array.decoded_nbytes
     budget = settings.get("memory_budget")
     # Half the budget per batch: a batch and the next one's encoded bytes are in flight at once.
-    batches = [readable[b] for b in split_by_budget(units.est[readable] + nbytes, budget // 2)]
+    costs = batch_costs(desc.plan.steps, units.est[readable], nbytes, src_device)
+    batches = [readable[b] for b in split_by_budget(costs, budget // 2)]
     if not batches:
         return
 
@@ -246,7 +265,7 @@ async def _read_plan(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any
     try:
         for k, b in enumerate(batches):
             batch = await pending
-            staged = int(getattr(batch.data, "nbytes", 0))
+            staged = int(batch.nbytes_staged or getattr(batch.data, "nbytes", 0))
             stats.stage(staged)
             stats.add(store_reads=1, batches=1)
             if k + 1 < len(batches):
@@ -274,6 +293,13 @@ def _pair_slices(wp: WindowPlan, p: int) -> tuple[tuple[slice, ...], tuple[slice
 
 def _fill_pairs(wp: WindowPlan, chunks: np.ndarray, views: list[Any], fill: Any) -> None:
     """Write the fill value where the pairs of ``chunks`` (missing or empty chunks) land."""
+    if not len(chunks):
+        return
+    with on_target():
+        _fill_pairs_here(wp, chunks, views, fill)
+
+
+def _fill_pairs_here(wp: WindowPlan, chunks: np.ndarray, views: list[Any], fill: Any) -> None:
     for u in chunks.tolist():
         for p in range(int(wp.chunk_ptr[u]), int(wp.chunk_ptr[u + 1])):
             views[int(wp.pair_sel[p])][_pair_slices(wp, p)[1]] = fill
@@ -312,11 +338,13 @@ def _decode_scatter(desc: _Array, wp: WindowPlan, units: _Units, b: np.ndarray, 
             decoder.decode_each(plan.steps, batch, rows_idx, nbytes, names,
                                 _consumer(plan, wp, us, views))
         else:
-            rows = decoder.decode_batch(plan.steps, batch, rows_idx, nbytes, names)
+            rows = decoder.decode_batch(plan.steps, batch, rows_idx, nbytes, names,
+                                        **gpuread.decode_kwargs(decoder))
             if device == "gpu":
-                if isinstance(rows, np.ndarray):
-                    rows = _xp(device).asarray(rows)  # CPU-decoded codecs, moved per batch
-                _scatter_gpu(plan, wp, us, rows, views, merged)
+                with on_target():
+                    if isinstance(rows, np.ndarray):
+                        rows = _xp(device).asarray(rows)  # CPU-decoded codecs, moved per batch
+                    _scatter_gpu(plan, wp, us, rows, views, merged)
             else:
                 consume = _consumer(plan, wp, us, views)
                 for j in range(len(us)):
@@ -369,7 +397,7 @@ def _scatter_gpu(plan: ChainPlan, wp: WindowPlan, us: np.ndarray, rows: Any,
         groups = [(merged, np.arange(len(pairs)))]
     else:
         groups = [(views[s], np.flatnonzero(sel == s)) for s in np.unique(sel).tolist()]
-    for target, g in groups:
+    for dest, g in groups:
         p = pairs[g]
         out_start = wp.out_start[p].copy()
         if merged is not None:
@@ -377,5 +405,5 @@ def _scatter_gpu(plan: ChainPlan, wp: WindowPlan, us: np.ndarray, rows: Any,
             out_start[:, 0] += wp.pair_sel[p] * first
         sp = ScatterPlan(row_of[g], wp.chunk_start[p], wp.chunk_step[p], out_start,
                          np.ones_like(out_start), wp.count[p], chunk_shape)
-        decoded, strides = scatter_args(plan, rows, target.dtype)
-        scatter_chunks(target, decoded, sp, chunk_strides=strides)
+        decoded, strides = scatter_args(plan, rows, dest.dtype)
+        scatter_chunks(dest, decoded, sp, chunk_strides=strides, target=gpuread.target())

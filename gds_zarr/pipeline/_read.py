@@ -19,6 +19,8 @@ import numpy as np
 from gds_zarr import settings
 from gds_zarr._batch import BatchRead
 from gds_zarr.decode.chain import ChainPlan
+from gds_zarr.pipeline import _gpuread as gpuread
+from gds_zarr.pipeline._gpuread import batch_costs, gpu_read, on_target, target_of
 from gds_zarr.pipeline._shard_index import read_shard_indexes
 from gds_zarr.pipeline._stats import stats
 from gds_zarr.pipeline._storeio import read_ranges, timed
@@ -116,7 +118,11 @@ async def fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
     """
     t0 = time.perf_counter()
     try:
-        return await _fast_read(plan, batch_info, out, drop_axes, device)
+        if device != "gpu":
+            return await _fast_read(plan, batch_info, out, drop_axes, device)
+        # zarr's loop thread is not the caller's: the output's device, this thread's stream.
+        with gpu_read(target_of(out.as_ndarray_like())):
+            return await _fast_read(plan, batch_info, out, drop_axes, device)
     finally:
         stats.add(fast_read_seconds=time.perf_counter() - t0)
 
@@ -152,34 +158,35 @@ async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
         hint = plan.array.decoded_nbytes * 65 // 64 + 64
     stats.add(fast_reads=1)
     # Units known empty (inner chunks) get the fill value without a read.
-    for u in np.flatnonzero(~units.readable).tolist():
-        targets[units.target[u]][units.out_sel[u]] = fill
+    with on_target():
+        for u in np.flatnonzero(~units.readable).tolist():
+            targets[units.target[u]][units.out_sel[u]] = fill
     readable = np.flatnonzero(units.readable)
     nbytes = plan.array.decoded_nbytes
     budget = settings.get("memory_budget")
-    # Half the budget per batch: batch k (encoded + decoded) and batch k+1's encoded bytes,
-    # read ahead, are in flight together.
-    batches = [readable[b] for b in split_by_budget(est[readable] + nbytes, budget // 2)]
+    # Half the budget per batch: batch k (its staging) and batch k+1's encoded bytes, read
+    # ahead, are in flight together.
+    costs = batch_costs(plan.steps, est[readable], nbytes, src_device)
+    batches = [readable[b] for b in split_by_budget(costs, budget // 2)]
     await _stream(plan, store, units, batches, targets, drop_axes, fill, decoder, src_device,
                   outer_present, device, hint)
-    for t, sel, shape_info in finish:  # shard outputs into ``out``, as zarr's sharding does
-        _finish_shard(out_arr, targets[t], sel, shape_info, drop_axes)
+    with on_target():
+        for t, sel, shape_info in finish:  # shard outputs into ``out``, as zarr's sharding does
+            _finish_shard(out_arr, targets[t], sel, shape_info, drop_axes)
     if device == "gpu":
         _gpu_sync()  # fills and shard copies queued in this thread: done before zarr returns
     return outer_present.tolist()
 
 
 def _gpu_sync() -> None:
-    """Wait for the work queued on this thread's current CuPy stream.
+    """Wait for the work queued on the read's stream.
 
     Batches decode in worker threads; with CuPy's per-thread default streams
     (``CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1``) or a caller's own stream, their kernels are not
     ordered with the caller's later use of ``out``, nor with kvikio's writes into recycled pool
     blocks. One synchronize per batch is cheap next to a batch's work.
     """
-    import cupy
-
-    cupy.cuda.get_current_stream().synchronize()
+    gpuread.sync()
 
 
 async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[np.ndarray],
@@ -201,7 +208,7 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
     try:
         for k, b in enumerate(batches):
             batch = await pending
-            staged = int(getattr(batch.data, "nbytes", 0))
+            staged = int(batch.nbytes_staged or getattr(batch.data, "nbytes", 0))
             stats.stage(staged)
             stats.add(store_reads=1, batches=1)
             if k + 1 < len(batches):
@@ -245,9 +252,10 @@ def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: Bat
     decoded_bytes = len(rows_idx) * plan.array.decoded_nbytes
     stats.stage(decoded_bytes)
     try:
-        for j in np.flatnonzero(~present).tolist():
-            u = int(b[j])
-            targets[units.target[u]][units.out_sel[u]] = fill
+        with on_target():
+            for j in np.flatnonzero(~present).tolist():
+                u = int(b[j])
+                targets[units.target[u]][units.out_sel[u]] = fill
         if device == "cpu" and hasattr(decoder, "decode_each"):
             # Decode and scatter fused, chunk by chunk in the decode threads: a chunk is copied
             # out while hot in cache, and no batch-sized decoded array is allocated.
@@ -256,11 +264,12 @@ def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: Bat
             stats.add(chunks_decoded=len(rows_idx))
             return
         rows = decoder.decode_batch(plan.steps, batch, rows_idx, plan.array.decoded_nbytes,
-                                    names)
-        if device == "gpu" and isinstance(rows, np.ndarray):
-            rows = _xp(device).asarray(rows)  # CPU-decoded codecs, moved per batch
+                                    names, **gpuread.decode_kwargs(decoder))
         stats.add(chunks_decoded=len(rows_idx))
-        _scatter(plan, units, b[rows_idx], rows, targets, drop_axes, device)
+        with on_target():
+            if device == "gpu" and isinstance(rows, np.ndarray):
+                rows = _xp(device).asarray(rows)  # CPU-decoded codecs, moved per batch
+            _scatter(plan, units, b[rows_idx], rows, targets, drop_axes, device)
         if device == "gpu":
             _gpu_sync()
     finally:
@@ -332,7 +341,8 @@ def _gpu_scatter(plan: ChainPlan, units: ReadUnits, us: np.ndarray, rows: Any,
         plans.append((t, sp))
     for t, sp in plans:
         decoded, strides = scatter_args(plan, rows, targets[t].dtype)
-        scatter_chunks(targets[t], decoded, sp, chunk_strides=strides)
+        scatter_chunks(targets[t], decoded, sp, chunk_strides=strides,
+                       target=gpuread.target())
     return True
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, Literal
@@ -95,6 +96,18 @@ def _small(starts: np.ndarray, stops: np.ndarray) -> bool:
     return total <= _INLINE_BYTES
 
 
+def _read_batch(store: Any, keys: list[str], starts: np.ndarray, stops: np.ndarray,
+                device: Literal["cpu", "gpu"], size_hint: int | None) -> BatchRead:
+    if device != "gpu":
+        return store.read_batch(keys, starts, stops, device=device,  # type: ignore[no-any-return]
+                                size_hint=size_hint)
+    from gds_zarr.pipeline._gpuread import on_target
+
+    with on_target():  # kvikio lands the bytes on the read's device, ordered on its stream
+        return store.read_batch(keys, starts, stops, device=device,  # type: ignore[no-any-return]
+                                size_hint=size_hint)
+
+
 async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops: np.ndarray,
                       device: Literal["cpu", "gpu"], size_hint: int | None = None) -> BatchRead:
     """Read request ``i`` = ``keys[i]`` bytes ``[starts[i], stops[i])`` in one batched call.
@@ -111,13 +124,13 @@ async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops
         Expected size of a whole value (see ``GDSStore.read_batch``).
     """
     if is_gds_store(store):
+        read = functools.partial(_read_batch, store, list(keys), starts, stops, device,
+                                 size_hint)
         if _small(starts, stops):
             # A few small ranges (shard indexes, a window's inner chunks) take tens of
             # microseconds: less than a hop to a worker thread and back, so they run inline.
-            return store.read_batch(list(keys), starts, stops, device=device,  # type: ignore[no-any-return]
-                                    size_hint=size_hint)
-        return await asyncio.to_thread(store.read_batch, list(keys), starts, stops,
-                                       device=device, size_hint=size_hint)
+            return read()
+        return await asyncio.to_thread(read)
     from zarr.core.buffer.cpu import buffer_prototype
 
     requests = [(k, byte_request(int(a), int(b)))
