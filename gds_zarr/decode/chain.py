@@ -16,6 +16,7 @@ Anything else returns :class:`Unsupported` and the pipeline hands the read to za
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -71,7 +72,7 @@ class ArrayStep:
     @property
     def decoded_nbytes(self) -> int:
         """Bytes one decoded chunk occupies."""
-        return int(np.prod(self.stored_shape, dtype=np.int64)) * self.stored_dtype.itemsize
+        return math.prod(self.stored_shape) * self.stored_dtype.itemsize
 
     def to_chunk(self, row: Any) -> Any:
         """View one decoded row (numpy or CuPy uint8) as the chunk array, without copying.

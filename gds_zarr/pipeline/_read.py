@@ -398,14 +398,15 @@ def _check_inner_sizes(units: ReadUnits, b: np.ndarray, batch: BatchRead) -> Non
 
     want = units.stops[b] - units.starts[b]
     got = np.asarray(batch.sizes, dtype=np.int64)
-    bad = np.asarray(batch.present, dtype=bool) & (got != want)
-    bad |= ~np.asarray(batch.present, dtype=bool)
-    if bad.any():
-        j = int(np.flatnonzero(bad)[0])
-        raise ShardIndexError(units.keys[int(b[j])], f"{units.names[int(b[j])]}: index entry "
-                              f"[{int(units.starts[b[j]])}, {int(units.stops[b[j]])}) lies past "
-                              f"the end of the shard (read {int(got[j])} of {int(want[j])} "
-                              "bytes)")
+    present = np.asarray(batch.present, dtype=bool)
+    if present.all() and np.array_equal(got, want):
+        return
+    j = int(np.flatnonzero(~present | (got != want))[0])
+    u = int(b[j])
+    raise ShardIndexError(units.keys[u], f"{units.names[u]}: index entry "
+                                         f"[{int(units.starts[u])}, {int(units.stops[u])}) lies "
+                                         f"past the end of the shard (read {int(got[j])} of "
+                                         f"{int(want[j])} bytes)")
 
 
 @functools.lru_cache(maxsize=64)
