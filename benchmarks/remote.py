@@ -59,14 +59,17 @@ def _servers() -> Any:
     return _servers
 
 
-def _cases(quick: bool) -> dict[str, dict[str, Any]]:
-    n = 1024 if quick else 2048
+def _cases(quick: bool, tiny: bool = False) -> dict[str, dict[str, Any]]:
+    # tiny: the test suite's smoke run (same structure: 4 shards of 16 chunks, 16 objects).
+    n = 256 if tiny else 1024 if quick else 2048
+    k = 4 if tiny else 1
     return {
-        "sharded": {"shape": (n, n), "chunks": (128, 128), "shards": (512, 512),
-                    "select": "all"},
-        "small": {"shape": (n // 2, n // 2) if quick else (1024, 1024), "chunks": (64, 64),
-                  "shards": None, "select": "all"},
-        "windows": {"array": "sharded", "windows": 4 if quick else 8, "edge": 256},
+        "sharded": {"shape": (n, n), "chunks": (128 // k, 128 // k),
+                    "shards": (512 // k, 512 // k), "select": "all"},
+        "small": {"shape": (n // 2, n // 2) if quick or tiny else (1024, 1024),
+                  "chunks": (64 // k, 64 // k), "shards": None, "select": "all"},
+        "windows": {"array": "sharded", "windows": 2 if tiny else 4 if quick else 8,
+                    "edge": 256 // k},
     }
 
 
@@ -162,7 +165,6 @@ def _gds_zarr(kind: str, url: str) -> Callable[[str], Any]:
 
     import gds_zarr
 
-    gds_zarr.enable(device="cpu")
     if kind == "http":
         return lambda name: zarr.open_array(gds_zarr.GDSStore(f"{url}/{name}.zarr"), mode="r")
     return lambda name: zarr.open_array(
@@ -247,12 +249,13 @@ def _pipeline(reader: str) -> str:
 
 
 def run(quick: bool, latency_ms: float, repeat: int, readers: list[str],
-        out_dir: Path) -> Path:
-    """Run every case and reader; write the table and the JSON; return the .md path."""
+        out_dir: Path, *, tiny: bool = False) -> Path:
+    """Run every case and reader; write the table and the JSON; return the .md path
+    (``tiny``: arrays 16x smaller than ``quick``, for the test suite)."""
     from benchmarks.machine import cores, cpu_model, load_average, machine_slug, versions
 
     servers = _servers()
-    cases = _cases(quick)
+    cases = _cases(quick, tiny)
     records: list[dict[str, Any]] = []
     load_start = load_average()
     with servers.start_moto(subprocess=True) as endpoint, \
@@ -260,7 +263,7 @@ def run(quick: bool, latency_ms: float, repeat: int, readers: list[str],
         servers.create_bucket(endpoint, BUCKET)
         (Path(tmp) / "data").mkdir()
         data = _write(cases, endpoint, Path(tmp) / "data")
-        http = _http_server(Path(tmp) / "data", Path(tmp))
+        http = http_server = _http_server(Path(tmp) / "data", Path(tmp))
         try:
             for kind, target in (("http", http.url), ("s3", endpoint)):
                 for delay in (0.0, latency_ms / 1000):
@@ -274,9 +277,22 @@ def run(quick: bool, latency_ms: float, repeat: int, readers: list[str],
     server_names = {"http": type(http).__name__.lstrip("_").replace("RangeServer",
                                                                      "Python Range server"),
                     "s3": "moto"}
+    from importlib import metadata
+
+    vers = versions()
+    for dist in ("obstore", "s3fs", "aiohttp", "moto"):  # the remote peers and servers
+        try:
+            vers[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    if isinstance(http_server, _Nginx):
+        import subprocess
+
+        out = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
+        vers["nginx"] = out.stderr.strip().rpartition("/")[2]
     meta = {"machine": f"{cpu_model()}, {cores()} cores", "load_start": load_start,
             "servers": server_names,
-            "load_end": load_average(), "versions": versions(), "repeat": repeat,
+            "load_end": load_average(), "versions": vers, "repeat": repeat,
             "quick": quick, "latency_ms": latency_ms}
     stamp = time.strftime("%Y-%m-%d_%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -293,6 +309,8 @@ def _run_readers(kind: str, proxy: Any, delay: float, readers: list[str],
     """Every reader on every case through ``proxy``; one record each."""
     import zarr
 
+    import gds_zarr
+
     records: list[dict[str, Any]] = []
     base = {"server": kind, "latency_ms": delay * 1000}
     for rname in readers:
@@ -308,7 +326,9 @@ def _run_readers(kind: str, proxy: Any, delay: float, readers: list[str],
             rec: dict[str, Any] = {**base, "reader": rname, "case": cname,
                                    "bytes": sum(ref[s].nbytes for s in sels)}
             try:
-                with zarr.config.set({"codec_pipeline.path": _pipeline(rname)}):
+                # gds_zarr on the CPU, as its peers; set only here (a test runs this in-process).
+                with zarr.config.set({"codec_pipeline.path": _pipeline(rname)}), \
+                        gds_zarr.settings.set(device="cpu"):
                     z = opener(array)
                     for s in sels:  # warm-up, and the check
                         if not np.array_equal(z[s], ref[s]):
@@ -348,11 +368,12 @@ def _markdown(records: list[dict[str, Any]], meta: dict[str, Any],
         f"{meta['load_end']} at the end. Versions: "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
         "",
-        "Server: moto's S3 server (Python) on 127.0.0.1 behind a counting proxy that adds the "
-        "stated latency to every request. The machine is shared (2 cores, other engineers' "
-        "jobs): times without added latency are dominated by moto's and the proxy's CPU cost "
-        "and are noisy; the 20 ms runs are dominated by round trips, so their ratios and the "
-        "request counts (exact) are the meaningful figures. Median of "
+        "Servers on 127.0.0.1, each behind a counting proxy (asyncio, its own process) that "
+        "adds the stated latency to every request: nginx for plain HTTP, moto's S3 server (a "
+        "Python server, itself CPU-bound: S3 times are noisier and flatter). The machine is "
+        "shared (2 cores, other engineers' jobs): times without added latency are dominated "
+        "by CPU cost and are noisy; the 20 ms runs are dominated by round trips, so their "
+        "ratios and the request counts (exact) are the meaningful figures. Median of "
         f"{meta['repeat']} repetitions after a warm-up read that is also checked against the "
         "written data.",
         "",

@@ -128,9 +128,9 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("file_handle_cache_size", lambda: 128, _parse_int,
                 "Open kvikio CuFile handles kept per process (bounded, also by ulimit -n).",
                 "128"),
-        Setting("remote_concurrency", lambda: 64, _parse_int,
+        Setting("remote_concurrency", lambda: 256, _parse_int,
                 "Requests one batched read of a remote store (s3://, gs://, az://, http(s)://) "
-                "keeps in flight at once.", "64"),
+                "keeps in flight at once (lower it for a small server).", "256"),
         Setting("remote_timeout", lambda: 30.0, _parse_seconds,
                 "Seconds one remote request may take (a stalled server) before it is retried.",
                 "30"),

@@ -36,6 +36,9 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The default backlog of 5 drops the SYNs of a burst of connections (a batch opens up to
+    # remote_concurrency at once), which the client then retries a second later.
+    request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hung up (timeouts, resets we caused) is not news
@@ -243,9 +246,41 @@ def _run_proxy(target: str, delay: float) -> None:
 
     host, port = target.removeprefix("http://").rstrip("/").split(":")
     count = [0]
+    # At most this many connections to the target (idle ones are reused): a burst of client
+    # connections would otherwise overrun the backlog of a small server such as moto's.
+    upstream = asyncio.Semaphore(64)
+    idle: list[tuple[Any, Any]] = []
+
+    async def forward(message: bytes, head_only: bool) -> tuple[bytes, bytes] | None:
+        async with upstream:
+            for attempt in range(2):  # an idle connection the target has closed: a new one
+                reused = bool(idle)
+                ur, uw = idle.pop() if reused else await asyncio.open_connection(host, int(port))
+                try:
+                    uw.write(message)
+                    await uw.drain()
+                    resp = await asyncio.wait_for(_read_message(ur, head_only=head_only), 120)
+                except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                    uw.close()
+                    if reused and attempt == 0:
+                        continue
+                    raise
+                except BaseException:
+                    uw.close()
+                    raise
+                if resp is None:
+                    uw.close()
+                    if reused and attempt == 0:
+                        continue
+                elif b"\r\nconnection: close" in resp[0].lower() or resp[0].startswith(
+                        b"HTTP/1.0"):
+                    uw.close()  # moto's server closes after every response
+                else:
+                    idle.append((ur, uw))
+                return resp
+            return None
 
     async def handle(cr: Any, cw: Any) -> None:
-        ur = uw = None
         try:
             while (req := await _read_message(cr)) is not None:
                 head, body = req
@@ -257,11 +292,7 @@ def _run_proxy(target: str, delay: float) -> None:
                 count[0] += 1
                 if delay:
                     await asyncio.sleep(delay)
-                if uw is None:
-                    ur, uw = await asyncio.open_connection(host, int(port))
-                uw.write(head + body)
-                await uw.drain()
-                resp = await _read_message(ur, head_only=head.startswith(b"HEAD "))
+                resp = await forward(head + body, head.startswith(b"HEAD "))
                 if resp is None:
                     break
                 cw.write(resp[0] + resp[1])
@@ -269,9 +300,7 @@ def _run_proxy(target: str, delay: float) -> None:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
-            for w in (cw, uw):
-                if w is not None:
-                    w.close()
+            cw.close()
 
     async def main() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", 0, limit=1 << 20, backlog=1024)

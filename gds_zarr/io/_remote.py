@@ -130,7 +130,9 @@ class _Tails:
 
     Only bounded range reads are answered from here, never a suffix read: an index is always
     read anew (which refreshes the tail), and the chunks then come from the same version of
-    the object as the index that located them.
+    the object as the index that located them. Writes through the store drop the tail; a
+    write by another client reaches a bounded read through this store at most
+    ``_TAIL_TTL_S`` later (only reads inside a tail fetched before the write).
     """
 
     def __init__(self) -> None:
