@@ -445,3 +445,24 @@ def test_gpu_backend_sizes_objects_from_tails_else_one_head_round(
     before = http.total("HEAD")
     assert gpu._sizes(["s1", "s2", "nope"]).tolist() == [5000, 7000, -1]
     assert http.total("HEAD") - before == 2  # s2 and nope; s1 was known
+
+
+@pytest.mark.parametrize("consolidated", [True, False])
+def test_xarray_round_trip_through_s3(s3: str, consolidated: bool) -> None:
+    """The issue's user story: ``xr.open_zarr(GDSStore("s3://..."))`` with gds_zarr enabled
+    equals the dataset written (groups, coordinates, attributes; listing when the metadata is
+    not consolidated)."""
+    xr = pytest.importorskip("xarray")
+    ds = xr.Dataset(
+        {"t": (("time", "lat"), sample_data((6, 10), "float32")),
+         "q": (("lat",), np.arange(10, dtype="i4"))},
+        coords={"time": np.arange(6), "lat": np.linspace(-45, 45, 10)},
+        attrs={"title": "remote"})
+    store = s3_store(s3)
+    ds.chunk({"time": 2}).to_zarr(store, consolidated=consolidated, zarr_format=3)
+    with gds_zarr.enable(device="cpu"):
+        stats.reset()
+        back = xr.open_zarr(s3_store(s3, store.location.prefix, read_only=True),  # type: ignore[attr-defined]
+                            consolidated=consolidated).load()
+    xr.testing.assert_identical(back, ds)
+    assert stats.fast_reads >= 3 and stats.delegated_reads == 0, stats  # t, q and coordinates
