@@ -112,6 +112,8 @@ def test_url_makes_the_remote_subclass_and_local_paths_do_not(tmp_path: Path, s3
     assert isinstance(store, GDSStore) and isinstance(store, RemoteGDSStore)
     assert store.root == f"s3://{BUCKET}/x/y" and str(store) == store.root
     assert type(GDSStore(tmp_path)) is GDSStore
+    local = GDSStore(f"file://{tmp_path}")
+    assert type(local) is GDSStore and local.root == tmp_path and GDSStore(str(local)) == local
     with pytest.raises(ValueError, match="storage_options apply to"):
         GDSStore(tmp_path, storage_options={"region": "x"})
     with pytest.raises(ValueError, match="unsupported store URL scheme 'ftp'"):

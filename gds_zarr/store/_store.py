@@ -132,6 +132,8 @@ class GDSStore(Store):
         if storage_options:
             raise ValueError(f"storage_options apply to s3://, gs://, az:// and http(s):// "
                              f"URLs, not to the local path {os.fspath(root)!r}")
+        if isinstance(root, str) and root.startswith("file://"):
+            root = root[len("file://"):]  # what str(store) gives: GDSStore(str(s)) == s
         self.root = Path(os.fspath(root))
         self._keys = KeyResolver(os.fspath(self.root))
         self._backends: dict[Device, IOBackend] = {}

@@ -71,8 +71,10 @@ _CREDENTIAL_OPTIONS = {
 
 
 def is_url(root: object) -> bool:
-    """Whether ``root`` is a URL string (``scheme://...``) rather than a local path."""
-    return isinstance(root, str) and _SCHEME_RE.match(root) is not None
+    """Whether ``root`` is a remote URL string (``scheme://...``, not ``file://``) rather than
+    a local path."""
+    return (isinstance(root, str) and _SCHEME_RE.match(root) is not None
+            and not root.lower().startswith("file://"))
 
 
 class Redactor:
