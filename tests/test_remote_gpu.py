@@ -109,7 +109,11 @@ def test_pipeline_reads_a_remote_sharded_array_onto_the_gpu(http: RangeServer,
     with zarr.config.set({"codec_pipeline.path": DEFAULT}):
         ref = zarr.open_array(zarr.storage.LocalStore(http.root / "arr.zarr"), mode="r")[...]
     with gds_zarr.enable(device="gpu"):
-        got = zarr.open_array(GDSStore(f"{http.url}/arr.zarr"), mode="r")[...]
+        z = zarr.open_array(GDSStore(f"{http.url}/arr.zarr"), mode="r")
+        before = http.total()
+        got = z[...]
+    # One round: 12 shard indexes whose prefetched tails (whole shards) hold every chunk.
+    assert http.total() - before == 12
     assert isinstance(got, cp.ndarray)
     assert cp.asnumpy(got).tobytes() == np.asarray(ref).tobytes()
 

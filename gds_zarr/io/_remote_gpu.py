@@ -12,7 +12,9 @@ it); :func:`remote_gpu_backend` builds the backend:
   is issued as ``RemoteFile.pread`` into its slice before any is waited on; kvikio's thread pool
   overlaps them and writes the bytes to the device without a host copy of the batch.
 * :class:`HostStagedIOBackend` (GCS, Azure, S3 configured through ``storage_options`` only,
-  kvikio without remote support): the CPU backend's batch, then one ``cupy.asarray``.
+  kvikio without remote support): the CPU backend's batch, then one ``cupy.asarray``. The
+  kvikio backend takes this path too for a batch whose ranges all lie in tails that the
+  shard-index round prefetched (``remote_prefetch``): no request, one copy.
 
 kvikio reads S3 settings from the environment only (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``,
 ``AWS_ENDPOINT_URL``, ...), so an S3 store whose endpoint or credentials come from
@@ -185,7 +187,14 @@ class KvikioRemoteIOBackend(HostStagedIOBackend):
         import cupy as cp
 
         n = len(paths)
+        raw_starts, raw_stops = starts, stops
         starts, stops, file_of, files = group_requests(paths, starts, stops)
+        tail_start = self.cpu.tails.lookup(files)[0][file_of]
+        if n and bool(((tail_start >= 0) & (starts >= tail_start) & (stops >= 0)).all()):
+            # Every range lies in a tail the shard-index round brought in: no request at all,
+            # one host-to-device copy.
+            return super().read_batch(paths, raw_starts, raw_stops, max_gap=max_gap,
+                                      max_size=max_size)
         sizes = self._sizes(files)
         present_file = sizes >= 0
         lo, hi = resolve_ranges(starts, stops, np.maximum(sizes, 0)[file_of])
