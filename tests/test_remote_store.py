@@ -468,3 +468,35 @@ def test_xarray_round_trip_through_s3(s3: str, consolidated: bool) -> None:
                             consolidated=consolidated).load()
     xr.testing.assert_identical(back, ds)
     assert stats.fast_reads >= 3 and stats.delegated_reads == 0, stats  # t, q and coordinates
+
+
+async def test_remote_reads_never_block_the_event_loop(tmp_path: Path) -> None:
+    """A shard-index read of a remote store waits for the network in a worker thread: other
+    coroutines of zarr's loop (dask threads' reads, say) keep running meanwhile."""
+    import asyncio
+
+    data = sample_data((16, 16), "float32")
+    make(str(tmp_path / "a.zarr"), data, chunks=(4, 4), shards=(8, 8))
+    server = RangeServer(tmp_path, stall_seconds=0.5)
+    try:
+        server.faults["a.zarr/c/0/0"] = ["stall"]  # the first request: the index of shard c/0/0
+        with gds_zarr.enable(device="cpu"):
+            z = await zarr.api.asynchronous.open_array(
+                store=GDSStore(f"{server.url}/a.zarr", read_only=True), mode="r")
+            ticks = 0
+            done = asyncio.Event()
+
+            async def tick() -> None:
+                nonlocal ticks
+                while not done.is_set():
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticker = asyncio.create_task(tick())
+            got = await z.getitem((slice(0, 4), slice(0, 4)))
+            done.set()
+            await ticker
+        np.testing.assert_array_equal(got, data[:4, :4])
+        assert ticks >= 20  # 0.5 s of stall: the loop ran on (blocked, it would be ~1)
+    finally:
+        server.close()

@@ -126,9 +126,10 @@ async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops
     if is_gds_store(store):
         read = functools.partial(_read_batch, store, list(keys), starts, stops, device,
                                  size_hint)
-        if _small(starts, stops):
-            # A few small ranges (shard indexes, a window's inner chunks) take tens of
-            # microseconds: less than a hop to a worker thread and back, so they run inline.
+        if _small(starts, stops) and getattr(store, "location", None) is None:
+            # A few small ranges of local files (shard indexes, a window's inner chunks) take
+            # tens of microseconds: less than a hop to a worker thread and back, so they run
+            # inline. A remote store waits for the network: never in the event loop's thread.
             return read()
         return await asyncio.to_thread(read)
     from zarr.core.buffer.cpu import buffer_prototype
