@@ -334,7 +334,9 @@ class _Batches(Iterator[Any]):
         return item
 
     def close(self) -> None:
-        """Stop the reader thread and drop the batches it read ahead."""
+        """Stop the reader thread and drop the batches it read ahead; ``next`` then raises
+        ``StopIteration``."""
+        self._left = 0
         self._finalizer()
 
 

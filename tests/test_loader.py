@@ -192,6 +192,8 @@ def test_close_and_gc_stop_the_thread(arrays: Any) -> None:
     assert _threads()
     loader.close()
     assert not _threads()
+    with pytest.raises(StopIteration):  # a closed iteration ends (it does not wait forever)
+        next(it)
     with pytest.raises(StopIteration):
         next(iter(WindowLoader(zx, window=(1, 8, 8), starts=np.zeros((0, 3), int))))
     # Dropped mid-epoch without close: garbage collection stops it.
