@@ -67,7 +67,8 @@ def profile_case(case: Case, path: Path, repeat: int,
 
 
 def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f}"
+    # Three significant digits: a small case's store reads take tens of microseconds.
+    return f"{seconds * 1e3:.3g}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
