@@ -10,7 +10,6 @@ zarr's own ``getitem``, so the values are always zarr's.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -24,12 +23,12 @@ from gds_zarr.pipeline import _gpuread as gpuread
 from gds_zarr.pipeline._gpuread import batch_costs, gpu_read, on_target
 from gds_zarr.pipeline._read import (
     _decoder,
-    _drop,
     _fill_value,
     _gpu_sync,
     _xp,
     chunk_axes_shape,
     scatter_args,
+    stream_batches,
 )
 from gds_zarr.pipeline._shard_index import read_shard_indexes
 from gds_zarr.pipeline._stats import stats
@@ -251,37 +250,16 @@ async def _read_plan(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any
     # Half the budget per batch: a batch and the next one's encoded bytes are in flight at once.
     costs = batch_costs(desc.plan.steps, units.est[readable], nbytes, src_device)
     batches = [readable[b] for b in split_by_budget(costs, budget // 2)]
-    if not batches:
-        return
 
     def read(b: np.ndarray) -> Coroutine[Any, Any, Any]:
         keys = [units.keys[i] for i in b.tolist()]
         return timed(read_ranges(desc.store, keys, units.starts[b], units.stops[b], src_device,
                                  units.hint))
 
-    # As in _read._stream: a task only where there is a next batch to read ahead.
-    pending: Any = read(batches[0]) if len(batches) == 1 else asyncio.ensure_future(
-        read(batches[0]))
-    try:
-        for k, b in enumerate(batches):
-            batch = await pending
-            staged = int(batch.nbytes_staged or getattr(batch.data, "nbytes", 0))
-            stats.stage(staged)
-            stats.add(store_reads=1, batches=1)
-            if k + 1 < len(batches):
-                pending = asyncio.ensure_future(read(batches[k + 1]))  # read ahead
-            try:
-                t0 = time.perf_counter()
-                args = (desc, wp, units, b, batch, views, merged, decoder, device)
-                if staged <= (1 << 20) and len(b) <= 64:
-                    _decode_scatter(*args)  # a small batch: cheaper than a thread hop
-                else:
-                    await asyncio.to_thread(_decode_scatter, *args)
-                stats.add(decode_seconds=time.perf_counter() - t0)
-            finally:
-                stats.stage(-staged)
-    finally:
-        _drop(pending)
+    def process(b: np.ndarray, batch: Any) -> None:
+        _decode_scatter(desc, wp, units, b, batch, views, merged, decoder, device)
+
+    await stream_batches(batches, read, process)
 
 
 def _pair_slices(wp: WindowPlan, p: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:

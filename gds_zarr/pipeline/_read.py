@@ -27,7 +27,7 @@ from gds_zarr.pipeline._storeio import read_ranges, timed
 from gds_zarr.planning.chunks import ReadUnits, scatter_plan, split_by_budget
 from gds_zarr.planning.shards import inner_slices
 
-__all__ = ["Unhandled", "fast_read"]
+__all__ = ["Unhandled", "fast_read", "stream_batches"]
 
 BatchInfo = Sequence[tuple[Any, Any, Any, Any, bool]]
 
@@ -193,14 +193,25 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
                   targets: list[Any], drop_axes: tuple[int, ...], fill: Any, decoder: Any,
                   src_device: Literal["cpu", "gpu"], outer_present: np.ndarray,
                   device: str, size_hint: int | None) -> None:
-    if not batches:
-        return
-
     def read(b: np.ndarray) -> Coroutine[Any, Any, BatchRead]:
         keys = [units.keys[i] for i in b.tolist()]
         return timed(read_ranges(store, keys, units.starts[b], units.stops[b], src_device,
                                  size_hint))
 
+    def process(b: np.ndarray, batch: BatchRead) -> None:
+        _decode_scatter(plan, units, b, batch, targets, drop_axes, fill, decoder,
+                        outer_present, device)
+
+    await stream_batches(batches, read, process)
+
+
+async def stream_batches(batches: list[np.ndarray],
+                         read: Callable[[np.ndarray], Coroutine[Any, Any, BatchRead]],
+                         process: Callable[[np.ndarray, BatchRead], None]) -> None:
+    """Read each batch (``read``) and decode it (``process``), reading batch k+1 while batch k
+    decodes, and count the staging bytes held. Used by zarr reads and by ``read_many``."""
+    if not batches:
+        return
     # A single batch is awaited directly: a task (needed only to read ahead) costs an
     # event-loop turn, a good part of a small read.
     pending: Any = read(batches[0]) if len(batches) == 1 else asyncio.ensure_future(
@@ -214,15 +225,13 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
             if k + 1 < len(batches):
                 pending = asyncio.ensure_future(read(batches[k + 1]))  # read ahead
             try:
-                args = (plan, units, b, batch, targets, drop_axes, fill, decoder, outer_present,
-                        device)
                 t0 = time.perf_counter()
                 if staged <= _INLINE_DECODE_BYTES and len(b) <= _INLINE_DECODE_UNITS:
                     # A small batch decodes in well under a millisecond: cheaper here than a
                     # hop to a worker thread and back (the decode pool still helps).
-                    _decode_scatter(*args)
+                    process(b, batch)
                 else:
-                    await asyncio.to_thread(_decode_scatter, *args)
+                    await asyncio.to_thread(process, b, batch)
                 stats.add(decode_seconds=time.perf_counter() - t0)
             finally:
                 stats.stage(-staged)
