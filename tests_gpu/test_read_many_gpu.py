@@ -132,3 +132,18 @@ def test_loader_follows_the_consumers_device(tmp_path: Path) -> None:
                                        device="gpu")
         batches = list(loader)
     assert all(b.device.id == 1 for b in batches)
+
+
+def test_whole_1d_read_decodes_in_place(tmp_path: Path) -> None:
+    """Whole chunks of a 1-D array land where nvCOMP writes them: no scatter launch."""
+    data = sample_data((4096,), "float32")
+    path = str(tmp_path / "a.zarr")
+    make(path, data, chunks=(512,), compressors=zc.ZstdCodec())
+    stats.reset()
+    scatter_stats.reset()
+    with gds_zarr.enable(device="gpu"):
+        got = zarr.open_array(GDSStore(path, read_only=True), mode="r")[...]
+    assert isinstance(got, cupy.ndarray)
+    np.testing.assert_array_equal(cupy.asnumpy(got), data)
+    assert stats.decoded_in_place == stats.chunks_decoded == 8
+    assert scatter_stats.kernel_launches == 0

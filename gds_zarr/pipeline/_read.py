@@ -27,7 +27,7 @@ from gds_zarr.pipeline._storeio import read_ranges, timed
 from gds_zarr.planning.chunks import ReadUnits, scatter_plan, split_by_budget
 from gds_zarr.planning.shards import inner_slices
 
-__all__ = ["Unhandled", "fast_read", "stream_batches"]
+__all__ = ["Unhandled", "fast_read", "rows_in_place", "stream_batches"]
 
 BatchInfo = Sequence[tuple[Any, Any, Any, Any, bool]]
 
@@ -272,6 +272,16 @@ def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: Bat
                                 _scatter_one(plan, units, b[rows_idx], targets, drop_axes))
             stats.add(chunks_decoded=len(rows_idx))
             return
+        in_place = None
+        if getattr(decoder, "device", "cpu") == "gpu" and not drop_axes:
+            in_place = rows_in_place(plan, units, b[rows_idx], targets)
+        if in_place is not None:
+            # nvCOMP writes every chunk where the scatter would have copied it: no staging
+            # rows, no scatter kernel.
+            decoder.decode_batch(plan.steps, batch, rows_idx, plan.array.decoded_nbytes, names,
+                                 out=in_place, **gpuread.decode_kwargs(decoder))
+            stats.add(chunks_decoded=len(rows_idx), decoded_in_place=len(rows_idx))
+            return
         rows = decoder.decode_batch(plan.steps, batch, rows_idx, plan.array.decoded_nbytes,
                                     names, **gpuread.decode_kwargs(decoder))
         stats.add(chunks_decoded=len(rows_idx))
@@ -353,6 +363,33 @@ def _gpu_scatter(plan: ChainPlan, units: ReadUnits, us: np.ndarray, rows: Any,
         scatter_chunks(targets[t], decoded, sp, chunk_strides=strides,
                        target=gpuread.target())
     return True
+
+
+def rows_in_place(plan: ChainPlan, units: ReadUnits, us: np.ndarray,
+                  targets: list[Any]) -> Any:
+    """The decoded rows of units ``us`` as a uint8 view of their target, or None.
+
+    Possible when every unit goes to one target, whole chunks land as contiguous runs of it in
+    row order (see :func:`~gds_zarr.decode._scatter_gpu.contiguous_rows`: a 1-D array, or
+    chunks spanning every axis but the first), and the stored bytes need no conversion (same
+    dtype and byte order, C order, no transpose). Pure index arithmetic: numpy or CuPy.
+    """
+    a = plan.array
+    if not len(us) or a.axes is not None or a.order != "C":
+        return None
+    t = np.unique(units.target[us])
+    if len(t) != 1:
+        return None
+    target = targets[int(t[0])]
+    if np.dtype(a.stored_dtype) != np.dtype(target.dtype) or not a.stored_dtype.isnative:
+        return None
+    from gds_zarr.decode._scatter_gpu import contiguous_rows
+
+    sel = us.tolist()
+    sp = scatter_plan(np.arange(len(sel), dtype=np.int64), [units.chunk_sel[u] for u in sel],
+                      [units.out_sel[u] for u in sel], chunk_axes_shape(plan),
+                      tuple(target.shape))
+    return None if sp is None else contiguous_rows(target, sp, len(sel))
 
 
 def chunk_axes_shape(plan: ChainPlan) -> tuple[int, ...]:

@@ -26,6 +26,8 @@ class PipelineStats(Counters):
         Batched store reads issued (shard indexes included).
     chunks_decoded
         Chunks (inner chunks for sharded arrays) decoded by the fast path.
+    decoded_in_place
+        Of those, chunks the GPU decoder wrote straight into the output (no scatter).
     staging_bytes, peak_staging_bytes
         Encoded plus decoded bytes held right now, and the most held at once since the last
         :meth:`reset`.
@@ -50,6 +52,7 @@ class PipelineStats(Counters):
     batches: int = 0
     store_reads: int = 0
     chunks_decoded: int = 0
+    decoded_in_place: int = 0
     staging_bytes: int = 0
     peak_staging_bytes: int = 0
     fast_read_seconds: float = 0.0
