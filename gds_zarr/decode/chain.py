@@ -74,6 +74,12 @@ class ArrayStep:
         """Bytes one decoded chunk occupies."""
         return math.prod(self.stored_shape) * self.stored_dtype.itemsize
 
+    @property
+    def encoded_bound(self) -> int:
+        """A bound on one encoded chunk's size (codecs add at most a little to incompressible
+        data): the budget's estimate of a chunk, and the store's hint to read it in one pass."""
+        return self.decoded_nbytes * 65 // 64 + 64
+
     def to_chunk(self, row: Any) -> Any:
         """View one decoded row (numpy or CuPy uint8) as the chunk array, without copying.
 

@@ -49,7 +49,6 @@ Device = Literal["cpu", "gpu"]
 class _Array:
     """What the engine needs of a zarr array, looked up once per call."""
 
-    async_array: Any
     store: Any
     prefix: str
     plan: ChainPlan
@@ -94,7 +93,7 @@ def _describe(a: Any) -> _Array | str:
     inner = plan.shard.chunk_shape if plan.shard is not None else outer
     grid = tuple(-(-s // c) for s, c in zip(shape, inner, strict=True))
     prefix = a.store_path.path
-    return _Array(a, a.store_path.store, f"{prefix}/" if prefix else "", plan, tuple(inner),
+    return _Array(a.store_path.store, f"{prefix}/" if prefix else "", plan, tuple(inner),
                   grid, np.dtype(md.dtype.to_native_dtype()).newbyteorder("="), _fill_value(spec),
                   md.encode_chunk_key)
 
@@ -218,7 +217,7 @@ async def _units(desc: _Array, wp: WindowPlan) -> _Units:
     layout = desc.plan.shard
     if layout is None:
         keys = [desc.prefix + desc.encode_key(tuple(c)) for c in wp.chunks.tolist()]
-        hint = desc.plan.array.decoded_nbytes * 65 // 64 + 64
+        hint = desc.plan.array.encoded_bound
         n = len(keys)
         return _Units(keys, keys, np.zeros(n, np.int64), np.full(n, -1, np.int64),
                       np.ones(n, bool), np.full(n, hint, np.int64), hint)
@@ -235,7 +234,7 @@ async def _units(desc: _Array, wp: WindowPlan) -> _Units:
     keys = [shard_keys[s] for s in inv.tolist()]
     names = [f"{k}[{f}]" for k, f in zip(keys, inner.tolist(), strict=True)]
     # The chunk-size bound as hint: ranges of distinct shards are then read in one pass.
-    hint = desc.plan.array.decoded_nbytes * 65 // 64 + 64
+    hint = desc.plan.array.encoded_bound
     return _Units(keys, names, starts, starts + lengths, ~is_empty, lengths, hint)
 
 

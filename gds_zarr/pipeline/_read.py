@@ -144,9 +144,8 @@ async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
             readable=np.ones(n_outer, bool), target=np.zeros(n_outer, np.int64),
             chunk_sel=[b[2] for b in batch_info], out_sel=[b[3] for b in batch_info],
             names=keys, outer=np.arange(n_outer, dtype=np.int64))
-        # Encoded size bound of a chunk (codecs add at most a little to incompressible data):
-        # the budget's estimate, and the store's hint to read whole chunks in one pass.
-        hint: int | None = plan.array.decoded_nbytes * 65 // 64 + 64
+        # The budget's estimate, and the store's hint to read whole chunks in one pass.
+        hint: int | None = plan.array.encoded_bound
         est = np.full(n_outer, hint, np.int64)
         finish: list[tuple[int, Any, Any]] = []
     else:
@@ -155,7 +154,7 @@ async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
         # Inner chunks are ranges of known size. The same bound lets a batch of ranges of
         # distinct shards be read in one pass; a range longer than it (a corrupt index entry)
         # sends the batch to the two-phase path, which clamps it to the file first.
-        hint = plan.array.decoded_nbytes * 65 // 64 + 64
+        hint = plan.array.encoded_bound
     stats.add(fast_reads=1)
     # Units known empty (inner chunks) get the fill value without a read.
     with on_target():
