@@ -273,9 +273,10 @@ async def test_cancelled_read_leaves_no_threads_or_descriptors(
             assert await _settle(_busy_in_gds_zarr, lambda b: not b) == []
             assert await _settle(_fds, lambda n: n <= fds) <= fds
         assert cancelled == 3
-        # Idle executor workers may have been added (asyncio's default executor grows while a
-        # cancelled call still runs), but never one per cancelled read.
-        assert threading.active_count() <= threads + 1
+        # Idle executor workers may have been added (asyncio's default executor adds one for a
+        # call submitted while a cancelled one still runs: how many depends on the timing), but
+        # never one per cancelled read.
+        assert threading.active_count() < threads + cancelled
         # And the store still works.
         got = await store.get_partial_values(PROTO, pairs[:3])
         assert all(b is not None and len(b) == 16 << 10 for b in got)
