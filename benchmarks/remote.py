@@ -4,11 +4,16 @@
     python -m benchmarks.remote [--quick] [--latency-ms 20] [--repeat N] [--out DIR]
 
 Everything runs on this machine, on 127.0.0.1: the arrays are served over plain HTTP by nginx
-(Debian's ``nginx-light``; without it, the Range server of tests/_servers.py) and over S3 by
-moto's server. Every reader talks to its server through a forwarding proxy that counts requests
-and, in the latency runs, delays each request by a fixed time before forwarding it (a far-away
-bucket on a fast link: what batching and concurrency are worth). Each case is run with no added
-latency and with ``--latency-ms`` (default 20 ms).
+(Debian's ``nginx-light``, which ``bash ci/bench_remote.sh`` installs; without it, the Range
+server of tests/_servers.py) and over S3 by ``--s3-server``: ``nginx`` (the default where nginx
+is installed) answers S3's path-style ``GET``/``HEAD`` of ``/<bucket>/<key>`` with ranges from
+the same files, and every listing with an empty ``ListBucketResult`` (reads never list; it does
+not check signatures), so the S3 rows measure the clients, not the server; ``moto`` is moto's
+S3 server (the one the tests use), a Python server whose own CPU cost per request dominates
+the S3 rows on a small machine. Every reader talks to its server through a forwarding proxy
+that counts requests and, in the latency runs, delays each request by a fixed time before
+forwarding it (a far-away bucket on a fast link: what batching and concurrency are worth).
+Each case is run with no added latency and with ``--latency-ms`` (default 20 ms).
 
 Readers: over HTTP, gds_zarr (``GDSStore("http://...")``), zarr's ObjectStore(HTTPStore),
 zarr's FsspecStore (aiohttp) and tensorstore's http kvstore; over S3, gds_zarr, zarr's
@@ -73,15 +78,18 @@ def _cases(quick: bool, tiny: bool = False) -> dict[str, dict[str, Any]]:
     }
 
 
-def _write(cases: dict[str, dict[str, Any]], endpoint: str, work: Path) -> dict[str, np.ndarray]:
-    """Write every array locally with zarr, upload it to the bucket; the data, by case."""
+def _write(cases: dict[str, dict[str, Any]], moto: str | None,
+           work: Path) -> dict[str, np.ndarray]:
+    """Write every array under ``work`` with zarr (and upload it to moto's bucket when
+    ``moto`` is its endpoint); the data, by case."""
     import obstore
     import zarr
     import zarr.codecs as zc
     from obstore.store import S3Store
 
-    client = S3Store(BUCKET, endpoint=endpoint, access_key_id=KEY_ID, secret_access_key=SECRET,
-                     region=REGION, client_options={"allow_http": True})
+    client = None if moto is None else S3Store(
+        BUCKET, endpoint=moto, access_key_id=KEY_ID, secret_access_key=SECRET, region=REGION,
+        client_options={"allow_http": True})
     out = {}
     rng = np.random.default_rng(0)
     for name, c in cases.items():
@@ -95,7 +103,7 @@ def _write(cases: dict[str, dict[str, Any]], endpoint: str, work: Path) -> dict[
                                   chunks=c["chunks"], shards=c["shards"],
                                   compressors=zc.ZstdCodec(level=1))
             z[...] = data
-        for f in path.rglob("*"):
+        for f in path.rglob("*") if client is not None else ():
             if f.is_file():
                 obstore.put(client, f"{name}.zarr/{f.relative_to(path).as_posix()}",
                             f.read_bytes())
@@ -106,24 +114,51 @@ def _write(cases: dict[str, dict[str, Any]], endpoint: str, work: Path) -> dict[
 # ---------------------------------------------------------------- servers
 
 
-class _Nginx:
-    """nginx serving ``root`` on a free loopback port, in the foreground of a child process."""
+#: nginx's answer to any S3 listing (``GET /<bucket>?list-type=2...``): no keys. Reading an
+#: array never needs a listing; s3fs lists once when a ``HEAD`` of a key says 404 (v2
+#: metadata probes), to tell a missing key from a "directory".
+_EMPTY_LISTING = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult '
+                  'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>' + BUCKET
+                  + '</Name><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys>'
+                  '<IsTruncated>false</IsTruncated></ListBucketResult>')
 
-    def __init__(self, root: Path, work: Path) -> None:
-        import socket
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Nginx:
+    """nginx serving ``root`` on a free loopback port, in the foreground of a child process;
+    with ``s3=True`` also as a read-only S3 endpoint (``s3_url``): bucket ``BUCKET`` is
+    ``root``, path-style keys are files under it, every listing is empty."""
+
+    def __init__(self, root: Path, work: Path, *, s3: bool = False) -> None:
         import subprocess
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = _free_port()
         temps = " ".join(f"{k}_temp_path {work}/{k};" for k in
                          ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        servers = f"  server {{ listen 127.0.0.1:{port}; root {root}; }}\n"
+        self.s3_url: str | None = None
+        if s3:
+            s3_port = _free_port()
+            s3_root = work / "s3-root"
+            s3_root.mkdir(exist_ok=True)
+            (s3_root / BUCKET).symlink_to(root, target_is_directory=True)
+            servers += (
+                f"  server {{ listen 127.0.0.1:{s3_port}; root {s3_root};\n"
+                f"    location ~ ^/[^/]+/?$ {{ default_type application/xml;\n"
+                f"      return 200 '{_EMPTY_LISTING}'; }} }}\n")
+            self.s3_url = f"http://127.0.0.1:{s3_port}"
         conf = work / "nginx.conf"
         conf.write_text(
             f"daemon off; master_process off; worker_processes 1; pid {work}/nginx.pid;\n"
             f"error_log {work}/error.log;\nevents {{ worker_connections 4096; }}\n"
-            f"http {{ access_log off; keepalive_requests 1000000; {temps}\n"
-            f"  server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n")
+            f"http {{ access_log off; keepalive_requests 1000000; {temps}\n{servers}}}\n")
         self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{port}"
@@ -144,12 +179,10 @@ class _Nginx:
         self.proc.wait(timeout=10)
 
 
-def _http_server(root: Path, work: Path) -> Any:
+def _have_nginx() -> bool:
     import shutil
 
-    if shutil.which("nginx"):
-        return _Nginx(root, work)
-    return _servers().RangeServer(root)
+    return shutil.which("nginx") is not None
 
 
 # ---------------------------------------------------------------- readers
@@ -249,34 +282,47 @@ def _pipeline(reader: str) -> str:
 
 
 def run(quick: bool, latency_ms: float, repeat: int, readers: list[str],
-        out_dir: Path, *, tiny: bool = False) -> Path:
+        out_dir: Path, *, tiny: bool = False, s3_server: str = "auto") -> Path:
     """Run every case and reader; write the table and the JSON; return the .md path
-    (``tiny``: arrays 16x smaller than ``quick``, for the test suite)."""
+    (``tiny``: arrays 16x smaller than ``quick``, for the test suite; ``s3_server``: "nginx",
+    "moto", or "auto" for nginx where it is installed)."""
+    import contextlib
+
     from benchmarks.machine import cores, cpu_model, load_average, machine_slug, versions
 
     servers = _servers()
     cases = _cases(quick, tiny)
     records: list[dict[str, Any]] = []
     load_start = load_average()
-    with servers.start_moto(subprocess=True) as endpoint, \
-            tempfile.TemporaryDirectory() as tmp:
-        servers.create_bucket(endpoint, BUCKET)
-        (Path(tmp) / "data").mkdir()
-        data = _write(cases, endpoint, Path(tmp) / "data")
-        http = http_server = _http_server(Path(tmp) / "data", Path(tmp))
-        try:
-            for kind, target in (("http", http.url), ("s3", endpoint)):
-                for delay in (0.0, latency_ms / 1000):
-                    proxy = servers.Proxy(target, delay=delay)
-                    try:
-                        records += _run_readers(kind, proxy, delay, readers, cases, data, repeat)
-                    finally:
-                        proxy.close()
-        finally:
-            http.close()
-    server_names = {"http": type(http).__name__.lstrip("_").replace("RangeServer",
-                                                                     "Python Range server"),
-                    "s3": "moto"}
+    if s3_server == "auto":
+        s3_server = "nginx" if _have_nginx() else "moto"
+    if s3_server == "nginx" and not _have_nginx():
+        raise RuntimeError("--s3-server nginx: nginx is not installed (bash ci/bench_remote.sh "
+                           "installs it)")
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        (work / "data").mkdir()
+        moto = None
+        if s3_server == "moto":
+            moto = stack.enter_context(servers.start_moto(subprocess=True))
+            servers.create_bucket(moto, BUCKET)
+        data = _write(cases, moto, work / "data")
+        http: Any
+        if _have_nginx():
+            http = _Nginx(work / "data", work, s3=s3_server == "nginx")
+        else:
+            http = servers.RangeServer(work / "data")
+        stack.callback(http.close)
+        s3_endpoint = moto or http.s3_url
+        for kind, target in (("http", http.url), ("s3", s3_endpoint)):
+            for delay in (0.0, latency_ms / 1000):
+                proxy = servers.Proxy(target, delay=delay)
+                try:
+                    records += _run_readers(kind, proxy, delay, readers, cases, data, repeat)
+                finally:
+                    proxy.close()
+    server_names = {"http": "nginx" if isinstance(http, _Nginx) else "Python Range server",
+                    "s3": "moto" if moto else "nginx (S3 path-style GET/HEAD, empty listings)"}
     from importlib import metadata
 
     vers = versions()
@@ -285,7 +331,7 @@ def run(quick: bool, latency_ms: float, repeat: int, readers: list[str],
             vers[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    if isinstance(http_server, _Nginx):
+    if isinstance(http, _Nginx):
         import subprocess
 
         out = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
@@ -369,8 +415,10 @@ def _markdown(records: list[dict[str, Any]], meta: dict[str, Any],
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
         "",
         "Servers on 127.0.0.1, each behind a counting proxy (asyncio, its own process) that "
-        "adds the stated latency to every request: nginx for plain HTTP, moto's S3 server (a "
-        "Python server, itself CPU-bound: S3 times are noisier and flatter). The machine is "
+        "adds the stated latency to every request (the servers are named below: nginx answers "
+        "S3's path-style reads from the same files without checking signatures, so S3 rows "
+        "measure the clients; moto, a Python server, is itself CPU-bound, so with moto the S3 "
+        "times are noisier and flatter). The machine is "
         "shared (2 cores, other engineers' jobs): times without added latency are dominated "
         "by CPU cost and are noisy; the 20 ms runs are dominated by round trips, so their "
         "ratios and the request counts (exact) are the meaningful figures. Median of "
@@ -420,13 +468,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions (default 3)")
     p.add_argument("--readers", default=",".join(READERS),
                    help=f"subset of: {', '.join(READERS)}")
+    p.add_argument("--s3-server", choices=("auto", "nginx", "moto"), default="auto",
+                   help="what answers S3 requests (default: nginx where installed, else moto)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
     readers = [r for r in args.readers.split(",") if r]
     unknown = set(readers) - set(READERS)
     if unknown:
         p.error(f"unknown readers: {', '.join(sorted(unknown))}")
-    md = run(args.quick, args.latency_ms, args.repeat, readers, args.out)
+    md = run(args.quick, args.latency_ms, args.repeat, readers, args.out,
+             s3_server=args.s3_server)
     print(f"\nwrote {md} (+ .json)")
     return 0
 
