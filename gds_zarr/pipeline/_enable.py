@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from gds_zarr import settings
 from gds_zarr._device import resolve_device
+from gds_zarr.pipeline._caller import NDBUFFER_PATH, carry_caller_target, restore_sync
 
 __all__ = ["Enabled", "enable"]
 
@@ -23,10 +24,11 @@ class Enabled:
     """
 
     def __init__(self, device: Literal["cpu", "gpu"], previous_zarr: dict[str, Any],
-                 settings_ctx: Any) -> None:
+                 settings_ctx: Any, previous_sync: dict[str, Any]) -> None:
         self.device = device
         self._previous_zarr = previous_zarr
         self._settings_ctx = settings_ctx
+        self._previous_sync = previous_sync
 
     def __enter__(self) -> Enabled:
         return self
@@ -36,10 +38,12 @@ class Enabled:
         self.restore()
 
     def restore(self) -> None:
-        """Put back the zarr config and gds_zarr settings from before :func:`enable`."""
+        """Put back the zarr config, zarr's ``sync`` and the gds_zarr settings from before
+        :func:`enable`."""
         import zarr
 
         zarr.config.set(self._previous_zarr)
+        restore_sync(self._previous_sync)
         self._settings_ctx.__exit__(None, None, None)
 
     def __repr__(self) -> str:
@@ -50,9 +54,11 @@ def enable(device: str = "auto", **values: Any) -> Enabled:
     """Make zarr read through :class:`~gds_zarr.GDSCodecPipeline`.
 
     Sets zarr's ``codec_pipeline.path`` to ``gds_zarr.GDSCodecPipeline``; when the device
-    resolves to the GPU, also sets zarr's ``buffer``/``ndbuffer`` to its GPU buffers (CuPy
-    arrays out), otherwise to its CPU buffers. ``values`` are gds_zarr settings
-    (see :mod:`gds_zarr.settings`), applied with the device.
+    resolves to the GPU, also sets zarr's ``buffer``/``ndbuffer`` to GPU buffers (CuPy arrays
+    out, allocated on the calling thread's current CuPy device) and makes zarr's synchronous
+    reads run on the calling thread's current CuPy device and stream (see
+    :mod:`gds_zarr.pipeline._caller`); otherwise zarr's CPU buffers. ``values`` are gds_zarr
+    settings (see :mod:`gds_zarr.settings`), applied with the device.
 
     Parameters
     ----------
@@ -81,7 +87,11 @@ def enable(device: str = "auto", **values: Any) -> Enabled:
     resolved = resolve_device(device)
     ctx = settings.set(device=device, **values)
     previous = {key: zarr.config.get(key) for key in _ZARR_KEYS}
-    prefix = "zarr.buffer.gpu" if resolved == "gpu" else "zarr.buffer.cpu"
-    zarr.config.set({"codec_pipeline.path": "gds_zarr.GDSCodecPipeline",
-                     "buffer": f"{prefix}.Buffer", "ndbuffer": f"{prefix}.NDBuffer"})
-    return Enabled(resolved, previous, ctx)
+    if resolved == "gpu":
+        buffers = {"buffer": "zarr.buffer.gpu.Buffer", "ndbuffer": NDBUFFER_PATH}
+    else:
+        buffers = {"buffer": "zarr.buffer.cpu.Buffer", "ndbuffer": "zarr.buffer.cpu.NDBuffer"}
+    zarr.config.set({"codec_pipeline.path": "gds_zarr.GDSCodecPipeline", **buffers})
+    # On the CPU zarr's own sync: no per-read cost.
+    previous_sync = carry_caller_target(resolved == "gpu")
+    return Enabled(resolved, previous, ctx, previous_sync)

@@ -3,8 +3,9 @@ and stream it runs on, and an identity for once-per-read messages.
 
 zarr calls the pipeline in its own event-loop thread, so the device and stream current there
 are not the caller's. A read therefore fixes its :class:`~gds_zarr._device.CudaTarget` once
-(the caller's, where gds_zarr sees the caller: :func:`gds_zarr.read_many`; else the output
-array's device and the loop thread's stream) and keeps it in a context variable. asyncio gives
+(the caller's, carried in by :mod:`gds_zarr.pipeline._caller` or given by
+:func:`gds_zarr.read_many`; else the output array's device and the loop thread's stream) and
+keeps it in a context variable. asyncio gives
 every task its own copy of the context and ``asyncio.to_thread`` hands it to the worker
 thread, so interleaved reads never see each other's target, and the store read, the decoder
 and the scatter kernel all find it. CuPy is imported only on the GPU path.
@@ -20,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from gds_zarr.pipeline._caller import caller_target
+
 __all__ = ["GpuRead", "batch_costs", "current", "decode_kwargs", "gpu_read", "on_target",
-           "sync", "target", "target_of"]
+           "read_target", "sync", "target", "target_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,17 @@ def target_of(array: Any) -> Any:
     from gds_zarr._device import CudaTarget
 
     return CudaTarget(int(array.device.id), cupy.cuda.get_current_stream())
+
+
+def read_target(out: Any) -> Any:
+    """Where a read into ``out`` runs: the caller's device and stream where they are known and
+    ``out`` lives on that device (zarr allocates it there, see ``_caller.NDBuffer``), else
+    :func:`target_of` ``out`` (a caller's ``out=`` on another device: its stream cannot run
+    there)."""
+    caller = caller_target()
+    if caller is not None and caller.device == int(out.device.id):
+        return caller
+    return target_of(out)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import numpy as np
 from gds_zarr import settings
 from gds_zarr.decode.chain import ChainPlan, Unsupported, plan_chain
 from gds_zarr.pipeline import _gpuread as gpuread
+from gds_zarr.pipeline._caller import carried
 from gds_zarr.pipeline._gpuread import batch_costs, gpu_read, on_target
 from gds_zarr.pipeline._read import (
     _decoder,
@@ -113,7 +114,8 @@ async def read_windows(array: Any, selections: Sequence[Any], device: Device,
             from gds_zarr._device import current_cuda_target
 
             target = current_cuda_target()
-        with gpu_read(target):
+        # ``carried``: reads zarr serves here allocate and run on the caller's target too.
+        with gpu_read(target), carried(target):
             return await _read_windows(_unwrap(array), list(selections), device)
     finally:
         stats.add(read_many_calls=1, read_many_seconds=time.perf_counter() - t0)
@@ -173,9 +175,11 @@ async def _read_windows(a: Any, selections: list[Any], device: Device) -> Any:
 
 def _prototype(device: Device) -> Any:
     if device == "gpu":
-        from zarr.core.buffer import gpu
+        from zarr.core.buffer import BufferPrototype, gpu
 
-        return gpu.buffer_prototype
+        from gds_zarr.pipeline._caller import NDBuffer
+
+        return BufferPrototype(buffer=gpu.Buffer, nd_buffer=NDBuffer)  # the caller's device
     from zarr.core.buffer import cpu
 
     return cpu.buffer_prototype

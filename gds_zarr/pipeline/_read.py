@@ -20,7 +20,7 @@ from gds_zarr import settings
 from gds_zarr._batch import BatchRead
 from gds_zarr.decode.chain import ChainPlan
 from gds_zarr.pipeline import _gpuread as gpuread
-from gds_zarr.pipeline._gpuread import batch_costs, gpu_read, on_target, target_of
+from gds_zarr.pipeline._gpuread import batch_costs, gpu_read, on_target, read_target
 from gds_zarr.pipeline._shard_index import read_shard_indexes
 from gds_zarr.pipeline._stats import stats
 from gds_zarr.pipeline._storeio import read_ranges, timed
@@ -120,8 +120,8 @@ async def fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
     try:
         if device != "gpu":
             return await _fast_read(plan, batch_info, out, drop_axes, device)
-        # zarr's loop thread is not the caller's: the output's device, this thread's stream.
-        with gpu_read(target_of(out.as_ndarray_like())):
+        # zarr's loop thread is not the caller's: run where the caller is (or ``out`` is).
+        with gpu_read(read_target(out.as_ndarray_like())):
             return await _fast_read(plan, batch_info, out, drop_axes, device)
     finally:
         stats.add(fast_read_seconds=time.perf_counter() - t0)
