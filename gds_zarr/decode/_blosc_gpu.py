@@ -1,7 +1,7 @@
 """Blosc on the GPU: the batch plan, one nvCOMP call per inner codec, one unshuffle kernel.
 
 nvCOMP has LZ4 and Zstd block decoders but no Blosc container and no shuffle filter. For a
-batch of one-step Blosc chunks, :func:`decode_batch`:
+batch of one-step Blosc chunks, :func:`decode_on_device`:
 
 1. plans every chunk at once with :func:`gds_zarr.planning.blosc.plan_blosc`, reading only
    headers, block starts and stream sizes from the device (one small gather per split round),
@@ -38,14 +38,12 @@ import numpy as np
 
 from gds_zarr._batch import BatchRead
 from gds_zarr.decode._base import BytesStep
-from gds_zarr.errors import GDSZarrError
 from gds_zarr.planning.blosc import SHUFFLE_NONE, BloscPlan, plan_blosc
 
 if TYPE_CHECKING:
-    from gds_zarr._device import CudaTarget
     from gds_zarr.decode._gpu import NvcompDecoder
 
-__all__ = ["NVCOMP_CODECS", "UNSHUFFLE_KERNEL", "StreamGroup", "decode_batch", "handles",
+__all__ = ["NVCOMP_CODECS", "UNSHUFFLE_KERNEL", "StreamGroup", "decode_on_device", "handles",
            "stream_groups"]
 
 #: Blosc compressor codes nvCOMP decodes, and its algorithm names. (Blosc's Zlib streams are
@@ -93,7 +91,7 @@ extern "C" __global__ void gdsz_blosc_unshuffle(
 
 
 def handles(steps: Sequence[BytesStep]) -> bool:
-    """True for a one-step Blosc chain: this module decodes it (see :func:`decode_batch`)."""
+    """True for a one-step Blosc chain: this module decodes it (see :func:`decode_on_device`)."""
     return len(steps) == 1 and steps[0].kind == "blosc"
 
 
@@ -158,49 +156,15 @@ def stream_groups(plan: BloscPlan, cpu_rows: np.ndarray, row_stride: int,
     return groups
 
 
-def decode_batch(decoder: NvcompDecoder, steps: Sequence[BytesStep], src: BatchRead,
-                 index: np.ndarray, decoded_nbytes: int, keys: Sequence[str], *,
-                 read_id: Any = None, target: CudaTarget | None = None,
-                 out: Any = None) -> Any:
-    """Decode one-step Blosc chunks ``index`` of ``src`` into ``(len(index), decoded_nbytes)``.
+def decode_on_device(decoder: NvcompDecoder, steps: Sequence[BytesStep], src: BatchRead,
+                     index: np.ndarray, decoded_nbytes: int, keys: list[str],
+                     read_id: Any, into: Any) -> Any:
+    """Decode one-step Blosc chunks ``index`` of ``src`` into ``(len(index), decoded_nbytes)``
+    rows (``into`` when given), with their keys ``keys``.
 
-    The contract, devices, streams, ``out`` and errors are those of
-    :meth:`gds_zarr.decode._gpu.NvcompDecoder.decode_batch` (which checked ``out``): the rows
-    are written into ``out`` when given.
+    Called by :meth:`gds_zarr.decode._gpu.NvcompDecoder.decode_batch` (its contract, errors and
+    ``out`` check) on the batch's device and stream, inside its fault containment.
     """
-    import cupy
-
-    from gds_zarr._device import on_cuda_target
-    from gds_zarr.decode import _gpu
-
-    index = np.asarray(index, np.int64)
-    n = len(index)
-    if n == 0:
-        return out if out is not None else cupy.empty((0, decoded_nbytes), cupy.uint8)
-    if target is not None:
-        device = cupy.cuda.Device(target.device)
-    elif isinstance(src.data, cupy.ndarray):
-        device = src.data.device
-    else:
-        device = cupy.cuda.Device()
-    row_keys = [keys[int(i)] for i in index]
-    with on_cuda_target(target), device:
-        _gpu._check_alive(device.id, row_keys[0])
-        try:
-            return _decode_on_device(decoder, steps, src, index, decoded_nbytes, row_keys,
-                                     read_id, out)
-        except GDSZarrError:
-            raise
-        except Exception as e:
-            reason = _gpu.sticky_reason(e)
-            if reason is None:
-                raise
-            raise _gpu._mark_dead(device.id, reason, row_keys[0]) from e
-
-
-def _decode_on_device(decoder: NvcompDecoder, steps: Sequence[BytesStep], src: BatchRead,
-                      index: np.ndarray, decoded_nbytes: int, keys: list[str],
-                      read_id: Any, into: Any) -> Any:
     import cupy
 
     from gds_zarr.decode import _gpu

@@ -322,6 +322,18 @@ def _mark_dead(device: int, reason: str, key: str) -> CUDAContextError:
     return CUDAContextError(key, f"device {device}: {reason}")
 
 
+def _device_for(src: BatchRead, target: CudaTarget | None) -> Any:
+    """The ``cupy.cuda.Device`` a batch decodes on: the target's (the thread that asked for the
+    read), else the one holding ``src``, else (a host ``src``) the current one."""
+    import cupy
+
+    if target is not None:
+        return cupy.cuda.Device(target.device)
+    if isinstance(src.data, cupy.ndarray):
+        return src.data.device
+    return cupy.cuda.Device()
+
+
 def _check_alive(device: int, key: str) -> None:
     with _DEAD_LOCK:
         reason = _DEAD.get(device)
@@ -595,23 +607,18 @@ class NvcompDecoder:
                 n, decoded_nbytes) or not out.flags.c_contiguous):
             raise ValueError(f"out must be a C-contiguous uint8 array of shape "
                              f"{(n, decoded_nbytes)}, got {out.dtype} {tuple(out.shape)}")
-        if len(steps) == 1 and steps[0].kind == "blosc":  # its own plan: decode/_blosc_gpu.py
-            from gds_zarr.decode import _blosc_gpu
-
-            return _blosc_gpu.decode_batch(self, steps, src, index, decoded_nbytes, keys,
-                                           read_id=read_id, target=target, out=out)
         if n == 0:
             return out if out is not None else cupy.empty((0, decoded_nbytes), cupy.uint8)
-        if target is not None:
-            device = cupy.cuda.Device(target.device)
-        elif isinstance(src.data, cupy.ndarray):
-            device = src.data.device
-        else:
-            device = cupy.cuda.Device()
+        device = _device_for(src, target)
         row_keys = [keys[int(i)] for i in index]
         with on_cuda_target(target), device:
             _check_alive(device.id, row_keys[0])
             try:
+                if len(steps) == 1 and steps[0].kind == "blosc":  # its own plan
+                    from gds_zarr.decode import _blosc_gpu
+
+                    return _blosc_gpu.decode_on_device(self, steps, src, index, decoded_nbytes,
+                                                       row_keys, read_id, out)
                 return self._decode_on_device(steps, src, index, decoded_nbytes, row_keys,
                                               read_id, out)
             except GDSZarrError:
