@@ -33,8 +33,8 @@ from gds_zarr._device import CudaTarget, on_cuda_target, wait_before_external_wr
 from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
 from gds_zarr.io._cpu import group_requests, not_a_file, resolve_ranges, temp_path_for
-from gds_zarr.planning.ranges import plan_reads
-from gds_zarr.planning.staging import READ_ALIGN, AlignedReads, align_reads
+from gds_zarr.planning.ranges import ReadPlan, plan_reads
+from gds_zarr.planning.staging import READ_ALIGN, align_reads
 
 __all__ = ["KvikioIOBackend", "handle_cache_limit"]
 
@@ -274,7 +274,7 @@ class KvikioIOBackend:
                          present=present_file[file_of], device="gpu",
                          nbytes_staged=int(raw.nbytes))
 
-    def _read_window(self, plan: AlignedReads, a: int, b: int,
+    def _read_window(self, plan: ReadPlan, a: int, b: int,
                      stated: list[tuple[str, int, Any]], files: list[str], data: Any) -> int:
         """Issue the preads ``a:b`` of ``plan``, then wait for all; files newly opened."""
         rf, ro = plan.read_file[a:b].tolist(), plan.read_offset[a:b].tolist()

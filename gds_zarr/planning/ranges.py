@@ -47,9 +47,11 @@ class ReadPlan:
         file id), where in the file, how many bytes, and where in the staging buffer.
     request_dest
         int64 array, one entry per request, in the caller's order: where its bytes start in
-        the staging buffer.
+        the staging buffer (0 for empty requests).
     total_size
-        Bytes the staging buffer must hold (the sum of ``read_size``).
+        Bytes the staging buffer must hold: the sum of ``read_size`` for the packed reads of
+        :func:`plan_reads`; more where :func:`~gds_zarr.planning.staging.align_reads` widens
+        them to pages and pads their destinations.
     """
 
     read_file: np.ndarray
@@ -63,10 +65,11 @@ class ReadPlan:
     def nreads(self) -> int:
         return len(self.read_offset)
 
-
-def _empty_plan(n: int) -> ReadPlan:
-    z = np.zeros(0, dtype=np.int64)
-    return ReadPlan(z, z, z, z, np.zeros(n, dtype=np.int64), 0)
+    @classmethod
+    def empty(cls, n: int) -> ReadPlan:
+        """No reads, for ``n`` requests that are all empty."""
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, z, z, z, np.zeros(n, dtype=np.int64), 0)
 
 
 def plan_reads(
@@ -121,7 +124,7 @@ def plan_reads(
 
     nonempty = np.flatnonzero(hi > lo)
     if len(nonempty) == 0:
-        return _empty_plan(n)
+        return ReadPlan.empty(n)
     order = nonempty[np.lexsort((lo[nonempty], fid[nonempty]))]
     f, s, e = fid[order], lo[order], hi[order]
     m = len(order)

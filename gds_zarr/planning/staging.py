@@ -33,7 +33,6 @@ from gds_zarr.planning.ranges import ReadPlan
 
 __all__ = [
     "READ_ALIGN",
-    "AlignedReads",
     "InputLayout",
     "OutputLayout",
     "align_reads",
@@ -57,35 +56,8 @@ def align_up(x: np.ndarray | int, align: int) -> np.ndarray | int:
     return -(-int(x) // align) * align
 
 
-@dataclass(frozen=True, slots=True)
-class AlignedReads:
-    """A :class:`~gds_zarr.planning.ranges.ReadPlan` widened to 4 KiB pages.
-
-    Attributes
-    ----------
-    read_file, read_offset, read_size, read_dest
-        int64 per read: file id, aligned file offset, size (whole pages, except at the end of a
-        file) and destination (a multiple of the alignment) in the staging buffer.
-    request_dest
-        int64 per request: where its bytes start in the staging buffer (0 for empty requests).
-    total_size
-        Bytes the staging buffer must hold.
-    """
-
-    read_file: np.ndarray
-    read_offset: np.ndarray
-    read_size: np.ndarray
-    read_dest: np.ndarray
-    request_dest: np.ndarray
-    total_size: int
-
-    @property
-    def nreads(self) -> int:
-        return len(self.read_offset)
-
-
 def align_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarray,
-                align: int = READ_ALIGN) -> AlignedReads:
+                align: int = READ_ALIGN) -> ReadPlan:
     """Widen every read of ``plan`` to whole pages and place it at an aligned destination.
 
     Parameters
@@ -101,17 +73,19 @@ def align_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarra
 
     Returns
     -------
-    AlignedReads
-        Request ``i``'s bytes are ``staging[request_dest[i] : request_dest[i] + size]``, as in
-        ``plan``; only the places differ.
+    ReadPlan
+        The same reads, each starting at a page of its file (``read_offset``), covering whole
+        pages except at the end of a file (``read_size``), at a multiple of ``align`` in the
+        staging buffer (``read_dest``, ``total_size``). Request ``i``'s bytes are
+        ``staging[request_dest[i] : request_dest[i] + size]``, as in ``plan``; only the places
+        differ.
     """
     if align <= 0 or align & (align - 1):
         raise ValueError(f"alignment must be a power of two, got {align}")
     sizes = np.asarray(request_sizes, np.int64)
     n = len(plan.request_dest)
     if plan.nreads == 0:
-        z = np.zeros(0, np.int64)
-        return AlignedReads(z, z, z, z, np.zeros(n, np.int64), 0)
+        return ReadPlan.empty(n)
     off = plan.read_offset.astype(np.int64)
     end = off + plan.read_size
     lo = off & ~np.int64(align - 1)
@@ -127,8 +101,7 @@ def align_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarra
         old = plan.request_dest[live]
         r = np.searchsorted(plan.read_dest, old, side="right") - 1
         req_dest[live] = dest[r] + (off[r] - lo[r]) + (old - plan.read_dest[r])
-    return AlignedReads(plan.read_file.astype(np.int64), lo, size, dest, req_dest,
-                        int(slot.sum()))
+    return ReadPlan(plan.read_file.astype(np.int64), lo, size, dest, req_dest, int(slot.sum()))
 
 
 @dataclass(frozen=True, slots=True)
