@@ -25,7 +25,6 @@ from gds_zarr.pipeline._gpuread import batch_costs, gpu_read, on_target
 from gds_zarr.pipeline._read import (
     _decoder,
     _fill_value,
-    _gpu_sync,
     _xp,
     chunk_axes_shape,
     scatter_args,
@@ -169,7 +168,7 @@ async def _read_windows(a: Any, selections: list[Any], device: Device) -> Any:
             else:
                 parts[i] = _native(v, xp, desc.dtype)
     if device == "gpu":
-        _gpu_sync()
+        gpuread.sync()
     return out if stacked else parts
 
 

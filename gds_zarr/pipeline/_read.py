@@ -173,19 +173,8 @@ async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
         for t, sel, shape_info in finish:  # shard outputs into ``out``, as zarr's sharding does
             _finish_shard(out_arr, targets[t], sel, shape_info, drop_axes)
     if device == "gpu":
-        _gpu_sync()  # fills and shard copies queued in this thread: done before zarr returns
+        gpuread.sync()  # fills and shard copies queued in this thread: done before zarr returns
     return outer_present.tolist()
-
-
-def _gpu_sync() -> None:
-    """Wait for the work queued on the read's stream.
-
-    Batches decode in worker threads; with CuPy's per-thread default streams
-    (``CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1``) or a caller's own stream, their kernels are not
-    ordered with the caller's later use of ``out``, nor with kvikio's writes into recycled pool
-    blocks. One synchronize per batch is cheap next to a batch's work.
-    """
-    gpuread.sync()
 
 
 async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[np.ndarray],
@@ -289,7 +278,7 @@ def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: Bat
                 rows = _xp(device).asarray(rows)  # CPU-decoded codecs, moved per batch
             _scatter(plan, units, b[rows_idx], rows, targets, drop_axes, device)
         if device == "gpu":
-            _gpu_sync()
+            gpuread.sync()
     finally:
         stats.stage(-decoded_bytes)
 
