@@ -119,6 +119,43 @@ def test_contiguous_rows_is_a_view_of_a_cupy_output() -> None:
     assert bool((out.view(cupy.uint8) == 0x3F).all())
 
 
+def test_zlib_files_read_through_a_bounce_buffer_land_with_their_input_aligned(
+        tmp_path: Path) -> None:
+    """In compat mode, or below kvikio's gds_threshold, a zlib chunk file is placed 2 bytes into
+    its page: nvCOMP reads the Deflate input in place (planning/staging.py, align_reads)."""
+    from gds_zarr.io import _gpu as kvikio_backend
+    from gds_zarr.planning.staging import PAYLOADS, reading_for
+
+    paths, raws = _chunk_files(tmp_path, "zlib")
+    with reading_for(PAYLOADS["zlib"]):
+        batch = KvikioIOBackend().read_batch(paths, *_whole(N))
+    dma_min = kvikio_backend._dma_min()
+    files = np.array([Path(p).stat().st_size for p in paths], np.int64)
+    bounced = np.ones(N, bool) if dma_min is None else files < dma_min
+    addr = batch.data.data.ptr + np.asarray(batch.offsets)
+    assert ((addr[bounced] + 2) % 4 == 0).all() and (addr[~bounced] % READ_ALIGN == 0).all()
+    gpu_decode_stats.reset()
+    out = NvcompDecoder().decode_batch(STEPS["zlib"], batch, np.arange(N), NBYTES,
+                                       [f"c{i}" for i in range(N)])
+    np.testing.assert_array_equal(cupy.asnumpy(out), _expected(raws))
+    assert gpu_decode_stats.repacked_chunks == (0 if bounced.all() else N), (dma_min, files)
+
+
+def test_gather_any_offsets_matches_numpy() -> None:
+    """The word-wide gather (funnel-shifted loads) at every source and destination offset."""
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 256, 300_000, dtype=np.uint8)
+    sizes = np.array([0, 1, 2, 3, 5, 4096, 70_001, 999], np.int64)
+    starts = np.array([7, 1, 2, 3, 0, 4093, 101, 250_001], np.int64)
+    dst_off = np.cumsum(sizes + 3) - sizes
+    want = np.full(int(dst_off[-1] + sizes[-1] + 8), 0xA5, np.uint8)
+    for a, n, o in zip(starts.tolist(), sizes.tolist(), dst_off.tolist(), strict=True):
+        want[o:o + n] = src[a:a + n]
+    got = cupy.full(len(want), 0xA5, cupy.uint8)
+    _gpu._gather(cupy.asarray(src), starts, sizes, got, dst_off)
+    np.testing.assert_array_equal(cupy.asnumpy(got), want)
+
+
 def test_inner_chunks_of_one_file_are_repacked_once(tmp_path: Path) -> None:
     raws = [_raw(i) for i in range(N)]
     enc = [_encode(STEPS["zstd"], r) for r in raws]

@@ -201,11 +201,35 @@ extern "C" __global__ void gdsz_gather(
     unsigned char* __restrict__ dst, const long long* __restrict__ dst_off,
     const long long* __restrict__ size)
 {
-    // One block per entry: copy size[j] bytes from src + src_off[j] to dst + dst_off[j].
+    // Entry blockIdx.x, spread over gridDim.y blocks: copy size[j] bytes from src + src_off[j]
+    // to dst + dst_off[j] a 4-byte word per thread and step. The bytes up to dst's next word
+    // boundary go one by one; then every store is an aligned word, built from the two aligned
+    // source words it straddles (a funnel shift), so the loads are words at any source offset.
+    // Those two words may hold bytes just outside the entry, never outside its 4-byte-aligned
+    // words (inside the allocation: CUDA allocations are whole granules).
     const long long j = blockIdx.x;
     const unsigned char* s = src + src_off[j];
     unsigned char* d = dst + dst_off[j];
-    for (long long i = threadIdx.x; i < size[j]; i += blockDim.x) d[i] = s[i];
+    long long n = size[j];
+    const long long first = (long long)blockIdx.y * blockDim.x + threadIdx.x;
+    const long long step = (long long)gridDim.y * blockDim.x;
+    long long head = (long long)((4u - (unsigned int)((unsigned long long)d & 3u)) & 3u);
+    if (head > n) head = n;
+    for (long long i = first; i < head; i += step) d[i] = s[i];
+    s += head;
+    d += head;
+    n -= head;
+    const long long words = n >> 2;
+    const unsigned int shift = (unsigned int)((unsigned long long)s & 3u);
+    const unsigned int* sw = (const unsigned int*)(s - shift);
+    unsigned int* dw = (unsigned int*)d;
+    if (shift == 0) {
+        for (long long w = first; w < words; w += step) dw[w] = sw[w];
+    } else {
+        for (long long w = first; w < words; w += step)
+            dw[w] = __funnelshift_r(sw[w], sw[w + 1], 8u * shift);
+    }
+    for (long long i = (words << 2) + first; i < n; i += step) d[i] = s[i];
 }
 """
 
@@ -438,11 +462,22 @@ def device_adler32(data: Any, starts: np.ndarray, stops: np.ndarray) -> np.ndarr
     return ((b << np.uint64(16)) | a).astype(np.uint32)
 
 
+#: Bytes one block of the gather moves per pass (256 threads x 4-byte words x 16 steps).
+_GATHER_BLOCK_BYTES = 16_384
+
+
+def gather_grid(sizes: np.ndarray) -> tuple[int, int]:
+    """The gather's grid: one column of blocks per entry, as many rows as the largest entry
+    needs at :data:`_GATHER_BLOCK_BYTES` per block (CUDA allows 65535)."""
+    largest = int(np.max(sizes, initial=0))
+    return len(sizes), min(65_535, max(1, -(-largest // _GATHER_BLOCK_BYTES)))
+
+
 def _gather(data: Any, starts: np.ndarray, sizes: np.ndarray, dst: Any,
             dst_offsets: np.ndarray) -> None:
     """Copy ``data[starts[j]:starts[j]+sizes[j]]`` to ``dst[dst_offsets[j]:]``, one launch."""
     if len(starts):
-        _kernel("gdsz_gather")((len(starts),), (_THREADS,), (
+        _kernel("gdsz_gather")(gather_grid(sizes), (_THREADS,), (
             data, _dev(starts), dst, _dev(dst_offsets), _dev(sizes)))
 
 
@@ -772,8 +807,8 @@ class NvcompDecoder:
         inputs = staging.input_layout(data.data.ptr, src_starts, sizes, align)
         src = data
         if not inputs.in_place:
-            # Entries not aligned where they were read (shard inner chunks, zlib): one packed
-            # copy, since one nvCOMP call carves one buffer.
+            # Entries not aligned where they were read (shard inner chunks read together,
+            # zlib files read by DMA): one packed copy, since one nvCOMP call carves one buffer.
             src = cupy.empty(inputs.packed_nbytes, cupy.uint8)
             _gather(data, src_starts, sizes, src, inputs.packed_offset)
             src_starts = inputs.packed_offset

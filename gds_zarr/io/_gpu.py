@@ -34,7 +34,7 @@ from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
 from gds_zarr.io._cpu import group_requests, not_a_file, resolve_ranges, temp_path_for
 from gds_zarr.planning.ranges import ReadPlan, plan_reads
-from gds_zarr.planning.staging import READ_ALIGN, align_reads
+from gds_zarr.planning.staging import READ_ALIGN, align_reads, current_payload
 
 __all__ = ["KvikioIOBackend", "handle_cache_limit"]
 
@@ -172,6 +172,21 @@ def _configure_kvikio(nreads: int, total: int) -> None:
             kvikio.defaults.set({"task_size": task})
 
 
+def _dma_min() -> int | None:
+    """The smallest read kvikio hands to cuFile's DMA path: None in compat mode (every read is
+    a POSIX read into a host bounce buffer, then a copy), else its ``gds_threshold`` (smaller
+    reads go through a bounce buffer too). Unknown: 0, every read counts as DMA (nothing is
+    placed off its page)."""
+    try:
+        import kvikio.defaults
+
+        if kvikio.defaults.is_compat_mode_preferred():
+            return None
+        return int(kvikio.defaults.get("gds_threshold"))
+    except Exception:  # noqa: BLE001 - an older kvikio: keep every read on its page
+        return 0
+
+
 def _ident(st: os.stat_result) -> _Ident:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -246,9 +261,11 @@ class KvikioIOBackend:
         present_file = sizes >= 0
         lo, hi = resolve_ranges(starts, stops, np.maximum(sizes, 0)[file_of])
         # Reads widened to 4 KiB pages at 4 KiB destinations (planning/staging.py): cuFile
-        # moves such reads by DMA, and whole chunk files land aligned for nvCOMP.
+        # moves such reads by DMA, and whole chunk files land aligned for nvCOMP. A read of one
+        # chunk that is bounced anyway lands with its decode input aligned (zlib: no repack).
         plan = align_reads(plan_reads(file_of, lo, hi, max_gap=max_gap, max_size=max_size),
-                           hi - lo, np.maximum(sizes, 0))
+                           hi - lo, np.maximum(sizes, 0), payload=current_payload(),
+                           dma_min=_dma_min())
         # CuPy's pool aligns blocks to 512 B only: take a page more and start at a page.
         raw = cp.empty(plan.total_size + READ_ALIGN, dtype=cp.uint8)
         shift = -raw.data.ptr % READ_ALIGN

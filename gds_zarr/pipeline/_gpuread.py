@@ -24,7 +24,7 @@ import numpy as np
 from gds_zarr.pipeline._caller import caller_target
 
 __all__ = ["GpuRead", "batch_costs", "current", "decode_kwargs", "gpu_read", "on_target",
-           "read_target", "sync", "target", "target_of"]
+           "read_payload", "read_target", "sync", "target", "target_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +135,13 @@ def batch_costs(steps: Any, encoded: np.ndarray, decoded_nbytes: int,
 
     compressors = sum(s.kind in ("zstd", "gzip", "zlib", "lz4", "blosc") for s in steps)
     return unit_staging_bytes(encoded, decoded_nbytes, steps=min(1, compressors))
+
+
+def read_payload(steps: Any, src_device: str) -> Any:
+    """Where nvCOMP's input lies in each chunk of a chain the GPU decodes (for the reads'
+    layout, ``staging.align_reads``); None for host reads and chains it does not hand over."""
+    if src_device != "gpu":
+        return None
+    from gds_zarr.planning.staging import chain_payload
+
+    return chain_payload([s.kind for s in steps])

@@ -253,10 +253,12 @@ async def _read_plan(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any
     costs = batch_costs(desc.plan.steps, units.est[readable], nbytes, src_device)
     batches = [readable[b] for b in split_by_budget(costs, budget // 2)]
 
+    payload = gpuread.read_payload(desc.plan.steps, src_device)
+
     def read(b: np.ndarray) -> Coroutine[Any, Any, Any]:
         keys = [units.keys[i] for i in b.tolist()]
         return timed(read_ranges(desc.store, keys, units.starts[b], units.stops[b], src_device,
-                                 units.hint))
+                                 units.hint, payload))
 
     def process(b: np.ndarray, batch: Any) -> None:
         _decode_scatter(desc, wp, units, b, batch, views, merged, decoder, device)

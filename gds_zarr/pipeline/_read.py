@@ -181,10 +181,12 @@ async def _stream(plan: ChainPlan, store: Any, units: ReadUnits, batches: list[n
                   targets: list[Any], drop_axes: tuple[int, ...], fill: Any, decoder: Any,
                   src_device: Literal["cpu", "gpu"], outer_present: np.ndarray,
                   device: str, size_hint: int | None) -> None:
+    payload = gpuread.read_payload(plan.steps, src_device)
+
     def read(b: np.ndarray) -> Coroutine[Any, Any, BatchRead]:
         keys = [units.keys[i] for i in b.tolist()]
         return timed(read_ranges(store, keys, units.starts[b], units.stops[b], src_device,
-                                 size_hint))
+                                 size_hint, payload))
 
     def process(b: np.ndarray, batch: BatchRead) -> None:
         _decode_scatter(plan, units, b, batch, targets, drop_axes, fill, decoder,

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from gds_zarr._batch import BatchRead
+from gds_zarr.planning.staging import Payload, reading_for
 
 __all__ = ["byte_request", "is_gds_store", "pack_buffers", "read_ranges", "timed"]
 
@@ -97,19 +98,22 @@ def _small(starts: np.ndarray, stops: np.ndarray) -> bool:
 
 
 def _read_batch(store: Any, keys: list[str], starts: np.ndarray, stops: np.ndarray,
-                device: Literal["cpu", "gpu"], size_hint: int | None) -> BatchRead:
+                device: Literal["cpu", "gpu"], size_hint: int | None,
+                payload: Payload | None) -> BatchRead:
     if device != "gpu":
         return store.read_batch(keys, starts, stops, device=device,  # type: ignore[no-any-return]
                                 size_hint=size_hint)
     from gds_zarr.pipeline._gpuread import on_target
 
-    with on_target():  # kvikio lands the bytes on the read's device, ordered on its stream
+    # kvikio lands the bytes on the read's device, ordered on its stream, laid out for nvCOMP.
+    with on_target(), reading_for(payload):
         return store.read_batch(keys, starts, stops, device=device,  # type: ignore[no-any-return]
                                 size_hint=size_hint)
 
 
 async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops: np.ndarray,
-                      device: Literal["cpu", "gpu"], size_hint: int | None = None) -> BatchRead:
+                      device: Literal["cpu", "gpu"], size_hint: int | None = None,
+                      payload: Payload | None = None) -> BatchRead:
     """Read request ``i`` = ``keys[i]`` bytes ``[starts[i], stops[i])`` in one batched call.
 
     Parameters
@@ -122,10 +126,13 @@ async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops
         Where the GDSStore should land the bytes; other stores always give host bytes.
     size_hint
         Expected size of a whole value (see ``GDSStore.read_batch``).
+    payload
+        Where nvCOMP's input lies in every request (``staging.chain_payload``): on the GPU, a
+        chunk read by itself lands with it aligned (see ``staging.align_reads``).
     """
     if is_gds_store(store):
         read = functools.partial(_read_batch, store, list(keys), starts, stops, device,
-                                 size_hint)
+                                 size_hint, payload)
         if _small(starts, stops) and getattr(store, "location", None) is None:
             # A few small ranges of local files (shard indexes, a window's inner chunks) take
             # tens of microseconds: less than a hop to a worker thread and back, so they run

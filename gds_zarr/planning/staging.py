@@ -13,7 +13,10 @@ the decoder and the budget agree without moving bytes twice:
   required decompression alignment (nvCOMP 6.0: Zstd 8, Gzip 8, LZ4 4, Deflate 4). Entries that
   already do (whole chunks, LZ4 after its 4-byte prefix) are decoded where they were read;
   only the others (inner chunks of a coalesced shard read, zlib after its 2-byte header) are
-  gathered into a packed, aligned buffer, whose size is returned so it can be counted.
+  gathered into a packed, aligned buffer, whose size is returned so it can be counted. A read
+  that serves one request and does not go by DMA anyway (kvikio's compat mode, or below its
+  ``gds_threshold``) is placed so that its decode input (:class:`Payload`) lands aligned:
+  nothing to gather (``align_reads(..., payload=..., dma_min=...)``).
 * **decode outputs** (:func:`output_layout`): one slot per chunk at a multiple of the alignment.
   When the decoded size is a multiple of it (every power-of-two chunk), the slots are exactly the
   ``(n, decoded_nbytes)`` rows the pipeline scatters from: nvCOMP writes the rows in place.
@@ -25,6 +28,9 @@ device-free and tested on the CPU (tests/test_gpu_staging.py); ``io/_gpu.py`` an
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,19 +38,77 @@ import numpy as np
 from gds_zarr.planning.ranges import ReadPlan
 
 __all__ = [
+    "PAYLOADS",
     "READ_ALIGN",
     "InputLayout",
     "OutputLayout",
+    "Payload",
     "align_reads",
     "align_up",
     "batch_staging_bytes",
+    "chain_payload",
+    "current_payload",
     "input_layout",
     "output_layout",
+    "reading_for",
     "unit_staging_bytes",
 ]
 
 READ_ALIGN = 4096
 """Alignment of device addresses and file offsets that cuFile reads by DMA (GDS's page)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Where a chunk's nvCOMP input starts in its stored bytes, and the alignment it needs.
+
+    Attributes
+    ----------
+    offset
+        Bytes before the input: zlib's 2-byte header, LZ4's 4-byte size prefix; 0 for a zstd
+        frame or a gzip member (handed over whole).
+    align
+        nvCOMP 6.0's required decompression alignment for the format.
+    """
+
+    offset: int
+    align: int
+
+
+#: The nvCOMP input of each compressor step the GPU decoder runs (see docs/gpu_decode.md).
+PAYLOADS = {"zstd": Payload(0, 8), "gzip": Payload(0, 8), "zlib": Payload(2, 4),
+            "lz4": Payload(4, 4)}
+
+
+def chain_payload(kinds: Sequence[str]) -> Payload | None:
+    """The nvCOMP input of a chain (step kinds in decode order): its one compressor's, where
+    the other steps are ``crc32c`` (a trailer: the start does not move); else None."""
+    found = [PAYLOADS[k] for k in kinds if k in PAYLOADS]
+    if len(found) != 1 or any(k not in PAYLOADS and k != "crc32c" for k in kinds):
+        return None
+    return found[0]
+
+
+# The payload of the GPU read in progress: the pipeline knows the chain, the kvikio backend
+# lays the reads out, and the store between them has no argument for it (a context variable
+# follows the read into the thread that reads).
+_PAYLOAD: contextvars.ContextVar[Payload | None] = contextvars.ContextVar(
+    "gds_zarr_read_payload", default=None)
+
+
+@contextlib.contextmanager
+def reading_for(payload: Payload | None) -> Iterator[None]:
+    """Lay the reads of the enclosed block out for ``payload`` (see :func:`align_reads`)."""
+    token = _PAYLOAD.set(payload)
+    try:
+        yield
+    finally:
+        _PAYLOAD.reset(token)
+
+
+def current_payload() -> Payload | None:
+    """The payload set by :func:`reading_for`, or None."""
+    return _PAYLOAD.get()
 
 
 def align_up(x: np.ndarray | int, align: int) -> np.ndarray | int:
@@ -57,7 +121,8 @@ def align_up(x: np.ndarray | int, align: int) -> np.ndarray | int:
 
 
 def align_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarray,
-                align: int = READ_ALIGN) -> ReadPlan:
+                align: int = READ_ALIGN, *, payload: Payload | None = None,
+                dma_min: int | None = 0) -> ReadPlan:
     """Widen every read of ``plan`` to whole pages and place it at an aligned destination.
 
     Parameters
@@ -70,6 +135,17 @@ def align_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarra
         int64 size of every file id ``plan.read_file`` names (reads never pass the end).
     align
         Page size; a power of two.
+    payload
+        Where the decode input lies in every request. A read that serves ONE request and goes
+        through a bounce buffer anyway (``dma_min``) gains nothing from pages: it reads exactly
+        that request, placed ``(-payload.offset) % payload.align`` bytes into its page, so that
+        the input lands at a multiple of ``payload.align`` (zlib's, 2 bytes in: nvCOMP reads it
+        in place instead of from a packed copy). Reads of several requests (a shard's inner
+        chunks) keep their pages: their inputs lie where the file puts them.
+    dma_min
+        The smallest read cuFile moves by DMA (kvikio's ``gds_threshold``; 0: every read);
+        None: none does (kvikio's compat mode: POSIX reads into a host bounce buffer, then a
+        copy to the device).
 
     Returns
     -------
@@ -92,15 +168,23 @@ def align_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarra
     fsize = np.asarray(file_sizes, np.int64)[plan.read_file]
     hi = np.minimum(align_up(end, align), np.maximum(fsize, end))
     size = hi - lo
-    slot = align_up(size, align)
-    dest = np.cumsum(slot) - slot
     # Each request's read: the last read whose packed destination is at or before its own.
     live = sizes > 0
+    old = plan.request_dest[live]
+    r = np.searchsorted(plan.read_dest, old, side="right") - 1
+    shift = np.zeros(plan.nreads, np.int64)
+    if payload is not None:
+        bounced = np.ones(plan.nreads, bool) if dma_min is None else size < dma_min
+        single = np.bincount(r, minlength=plan.nreads) == 1
+        placed = single & bounced
+        lo = np.where(placed, off, lo)
+        size = np.where(placed, plan.read_size, size)
+        shift[placed] = (-payload.offset) % payload.align
+    # shift < payload.align <= 16: a placed read still fits the pages unit_staging_bytes counts.
+    slot = align_up(size + shift, align)
+    dest = np.cumsum(slot) - slot + shift
     req_dest = np.zeros(n, np.int64)
-    if live.any():
-        old = plan.request_dest[live]
-        r = np.searchsorted(plan.read_dest, old, side="right") - 1
-        req_dest[live] = dest[r] + (off[r] - lo[r]) + (old - plan.read_dest[r])
+    req_dest[live] = dest[r] + (off[r] - lo[r]) + (old - plan.read_dest[r])
     return ReadPlan(plan.read_file.astype(np.int64), lo, size, dest, req_dest, int(slot.sum()))
 
 
