@@ -339,6 +339,13 @@ def _versions() -> dict[str, str | None]:
             found[module] = str(importlib.import_module(module).__version__)
         except Exception:  # noqa: BLE001 - reported as None
             found[module] = None
+    try:  # gds_zarr's optional C kernels (setup.py): their vector path, or why not
+        from gds_zarr.decode import _blosc_native
+
+        level = _blosc_native.simd_level()
+        found["C kernels"] = level or "not built: Blosc by c-blosc per chunk on the CPU"
+    except Exception as e:  # noqa: BLE001 - reported, never raised
+        found["C kernels"] = f"not loaded: {_err(e)}"
     return found
 
 

@@ -7,17 +7,23 @@ The properties, with numcodecs' ``Blosc.decode`` of the same bytes as the refere
 * never decode differently: where numcodecs decodes, the decoder gives the same bytes;
 * never another exception, never a read outside the chunk (the chunk sits between others).
 
+Both CPU twins run it: the C row decoder (``decode/_blosc_native.c``) and the plan in Python.
 The same target runs under atheris (coverage-guided, unbounded) in ``fuzz/fuzz_blosc_plan.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numcodecs
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gds_zarr._batch import BatchRead
+from gds_zarr.decode import _blosc_native
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode._cpu import CpuDecoder
 from gds_zarr.errors import ChunkDecodeError
@@ -103,12 +109,25 @@ def decode_between_neighbours(chunk: bytes) -> np.ndarray:
     return out
 
 
+@contextlib.contextmanager
+def twin(name: str) -> Iterator[None]:
+    """Decode with the C row decoder ("native") or the plan in Python ("python")."""
+    if name == "native" and _blosc_native.library() is None:
+        pytest.skip("gds_zarr's C kernels are not built here")
+    with pytest.MonkeyPatch.context() as mp:
+        if name == "python":
+            mp.setattr(_blosc_native, "library", lambda: None)
+        yield
+
+
+@pytest.mark.parametrize("twin_name", ["native", "python"])
 @FUZZ
-@given(mutated())
-def test_mutated_chunks_decode_as_numcodecs_or_raise(chunk: bytes) -> None:
+@given(chunk=mutated())
+def test_mutated_chunks_decode_as_numcodecs_or_raise(twin_name: str, chunk: bytes) -> None:
     want = numcodecs_decode(chunk)
     try:
-        rows = decode_between_neighbours(chunk)
+        with twin(twin_name):
+            rows = decode_between_neighbours(chunk)
     except ChunkDecodeError as e:
         assert e.key == "c/1", e
         assert want is None, f"refused a chunk numcodecs decodes: {e}"

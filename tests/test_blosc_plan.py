@@ -2,7 +2,8 @@
 
 Every chunk here is real numcodecs output, and numcodecs' ``Blosc.decode`` is the reference:
 the plan path must give its bytes exactly, and refuse (``ChunkDecodeError`` naming the key)
-only what numcodecs refuses.
+only what numcodecs refuses. Tests taking ``twin`` run on both CPU twins: the C row decoder
+(``decode/_blosc_native.c``) and, as without that library, the plan in Python.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from gds_zarr._batch import BatchRead
-from gds_zarr.decode import _cpu, _native
+from gds_zarr.decode import _blosc_native, _cpu, _native
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode._cpu import CpuDecoder
 from gds_zarr.decode.formats import numpy_reader
@@ -59,6 +60,17 @@ def batch(chunks: list[bytes]) -> BatchRead:
                      np.ones(len(chunks), bool))
 
 
+@pytest.fixture(params=["native", "python"])
+def twin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The CPU twin the test decodes with: the C row decoder, or the plan in Python (numpy
+    unshuffle), as where the C library is not built."""
+    if request.param == "native" and _blosc_native.library() is None:
+        pytest.skip("gds_zarr's C kernels are not built here")
+    if request.param == "python":
+        monkeypatch.setattr(_blosc_native, "library", lambda: None)
+    return str(request.param)
+
+
 def keys_of(n: int) -> list[str]:
     return [f"a/c/{i}" for i in range(n)]
 
@@ -81,7 +93,7 @@ NBYTES = 3 * 3696  # a multiple of every typesize below (lcm of 16, 3, 7, 33 is 
 
 @pytest.mark.parametrize("cname", CNAMES)
 @pytest.mark.parametrize("shuffle", [0, 1, 2])
-def test_matrix_matches_numcodecs(cname: str, shuffle: int) -> None:
+def test_matrix_matches_numcodecs(cname: str, shuffle: int, twin: str) -> None:
     """typesize x clevel x blocksize (auto, forced, forced with a short last block), one batch
     of chunks that differ in every header field, decoded on two threads."""
     chunks, raws = [], []
@@ -108,7 +120,7 @@ def test_matrix_matches_numcodecs(cname: str, shuffle: int) -> None:
 
 
 @pytest.mark.parametrize("nbytes", [16, 48, 96, 120])
-def test_small_chunks_are_memcpyed(nbytes: int) -> None:
+def test_small_chunks_are_memcpyed(nbytes: int, twin: str) -> None:
     """c-blosc stores buffers under 128 bytes uncompressed (the memcpyed flag)."""
     raws = [raw_bytes(nbytes, s) for s in range(4)]
     chunks = [encode(r, ts, cname="lz4", shuffle=sh)
@@ -122,7 +134,7 @@ def test_small_chunks_are_memcpyed(nbytes: int) -> None:
     assert all(np.array_equal(o, r) for o, r in zip(out, raws, strict=True))
 
 
-def test_bitshuffle_tail_and_unshuffled_blocks() -> None:
+def test_bitshuffle_tail_and_unshuffled_blocks(twin: str) -> None:
     """Bit shuffle of a block of m items with m % 8 != 0 is a plain copy in c-blosc, and a
     block of m % 8 == 0 items but b % typesize != 0 bytes keeps its last bytes as they are."""
     ts = 3
@@ -153,7 +165,7 @@ def test_unshuffle_blocks_is_the_inverse_of_a_shuffle() -> None:
     assert np.array_equal(dst, want)
 
 
-def test_plan_is_vectorized_over_the_batch() -> None:
+def test_plan_is_vectorized_over_the_batch(twin: str) -> None:
     """Every block and stream of a batch; streams CSR by row; destinations tile each row."""
     nbytes = 4 * 70001  # 4 full 64 KiB blocks and a short one for LZ4 with typesize 4
     raws = [raw_bytes(nbytes, s) for s in range(3)]
@@ -228,7 +240,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
-def test_bad_chunks_raise_naming_the_key(name: str) -> None:
+def test_bad_chunks_raise_naming_the_key(name: str, twin: str) -> None:
     chunk, reason = BAD[name]
     with pytest.raises(ChunkDecodeError, match=reason) as info:
         decode([GOOD, chunk, GOOD], NBYTES)
@@ -265,7 +277,7 @@ def test_reads_stay_inside_each_chunk() -> None:
     assert idx.size and inside[idx].all()
 
 
-def test_fallback_rows_go_to_c_blosc() -> None:
+def test_fallback_rows_go_to_c_blosc(twin: str) -> None:
     """A split block whose size is no multiple of its split count is left to c-blosc."""
     # One 1000-byte block of typesize 3, LZ4, split: three raw streams of 333 bytes, and a
     # last byte c-blosc never writes. No encoder writes this; c-blosc still accepts it.
@@ -282,7 +294,7 @@ def test_fallback_rows_go_to_c_blosc() -> None:
     assert np.array_equal(got[:999], raw)  # the last byte is whatever c-blosc left there
 
 
-def test_decode_each_and_default_path_agree() -> None:
+def test_decode_each_and_default_path_agree(twin: str) -> None:
     """decode_each through the plan hands over the same rows as the c-blosc kernel path."""
     raws = [raw_bytes(NBYTES, s) for s in range(6)]
     chunks = [encode(r, 4, cname="lz4", shuffle=1) for r in raws]

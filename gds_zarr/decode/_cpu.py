@@ -30,7 +30,7 @@ import numpy as np
 
 from gds_zarr import settings
 from gds_zarr._batch import BatchRead
-from gds_zarr.decode import _native, _zstd_native
+from gds_zarr.decode import _blosc_native, _native, _zstd_native
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode.formats import check_blosc, numpy_reader
 from gds_zarr.errors import ChunkDecodeError
@@ -49,13 +49,14 @@ _PIECES_PER_THREAD = 4
 # a 256x256 window of 16 KiB zstd chunks (~200 KiB) gains from two threads: 100 windows took
 # 174 ms at 64 KiB against 197 ms at 256 KiB (same run; 16-32 KiB no better).
 _BYTES_PER_THREAD = 64 << 10
-#: Whether one-step Blosc chains decode through the batch plan by default (else one c-blosc
-#: call per chunk, after the batch-wide header check). Off: on 256 chunks of 256x256 float32
-#: (2 shared cores, decode_each, medians of 7 same-run repeats) the plan took 50 ms against
-#: c-blosc's 28 (LZ4 + byte shuffle) and 91 against 25 (Zstd + bit shuffle); without shuffle
-#: they tie (31 vs 30). numpy's unshuffle cannot match c-blosc's SIMD one. The plan stays the
-#: CPU twin of the GPU path (``CpuDecoder(blosc_plan=True)``) and its tested reference.
-BLOSC_PLAN = False
+#: Whether one-step Blosc chains decode through the batch plan by default (where gds_zarr's C
+#: kernels are built; else one c-blosc call per chunk, after the batch-wide header check).
+#: On: with the C row decoder (``decode/_blosc_native.c``: c-blosc's own stream codecs, block by
+#: block, a SIMD unshuffle, raw byte planes read in place) 256 chunks of 256x256 float32
+#: (2 shared cores, decode_each with a scatter, medians of 11 same-run paired repeats) took
+#: 1.01-1.02x c-blosc's time with LZ4 + byte shuffle and 0.72-0.75x with Zstd + bit shuffle;
+#: the plan in Python with numpy's unshuffle took 1.6x and 3x.
+BLOSC_PLAN = True
 
 
 def decode_pool(threads: int) -> ThreadPoolExecutor:
@@ -87,9 +88,10 @@ class CpuDecoder:
     threads
         Worker threads; ``None`` reads the ``decode_threads`` setting at each call.
     blosc_plan
-        Decode one-step Blosc chains through the batch plan
-        (:mod:`gds_zarr.planning.blosc`: one native call per compressed stream, numpy
-        unshuffle) rather than one c-blosc call per chunk; ``None``: :data:`BLOSC_PLAN`.
+        Decode one-step Blosc chains through the batch plan (:mod:`gds_zarr.planning.blosc`:
+        one call of the C row decoder per chunk, or without that library one native call per
+        compressed stream and a numpy unshuffle) rather than one c-blosc call per chunk;
+        ``None``: :data:`BLOSC_PLAN` where the C library is built, else c-blosc.
     """
 
     device: Literal["cpu", "gpu"] = "cpu"
@@ -174,7 +176,9 @@ class CpuDecoder:
         offs = np.asarray(src.offsets, dtype=np.int64)[idx].tolist()
         sizes = np.asarray(src.sizes, dtype=np.int64)[idx].tolist()
         names = [keys[i] for i in idx.tolist()]
-        blosc_plan = self._blosc_plan if self._blosc_plan is not None else BLOSC_PLAN
+        blosc_plan = self._blosc_plan
+        if blosc_plan is None:  # the plan by default only with its C kernels (numpy's: slower)
+            blosc_plan = BLOSC_PLAN and _blosc_native.library() is not None
         use_plan = blosc_plan and _blosc_plannable(steps, decoded_nbytes)
         if steps and steps[0].kind == "blosc":
             # c-blosc trusts its header, not the buffer's length: check them against each other
@@ -182,7 +186,7 @@ class CpuDecoder:
             starts = np.asarray(offs, dtype=np.int64)
             stops = starts + np.asarray(sizes, dtype=np.int64)
             if use_plan:  # the plan checks every header field, block start and stream size
-                plan = plan_blosc(numpy_reader(data), starts, stops, decoded_nbytes, names)
+                plan = plan_blosc(_inside_reader(data), starts, stops, decoded_nbytes, names)
             else:
                 check_blosc(numpy_reader(data), starts, stops,
                             decoded_nbytes if len(steps) == 1 else None, names)
@@ -295,6 +299,18 @@ def _native_loop(data: np.ndarray, offs: list[int], sizes: list[int], names: lis
     return run
 
 
+def _inside_reader(data: np.ndarray) -> Callable[[np.ndarray, int], np.ndarray]:
+    """The plan's byte reader over host memory: plain (bounds-checked) indexing, without the
+    clipping of ``numpy_reader``: :func:`plan_blosc` reads only positions it has checked to lie
+    inside their chunk (20% of its time on 256 chunks went to the clipping)."""
+    flat = np.asarray(data).reshape(-1).view(np.uint8)
+
+    def read(positions: np.ndarray, width: int) -> np.ndarray:
+        return flat[np.asarray(positions, np.int64)[:, None] + np.arange(width)]
+
+    return read
+
+
 def _blosc_plannable(steps: Sequence[BytesStep], decoded_nbytes: int) -> bool:
     """A one-step numcodecs Blosc chain whose streams the native kernels can decode."""
     return (len(steps) == 1 and steps[0].kind == "blosc"
@@ -328,61 +344,76 @@ def _blosc_loop(data: np.ndarray, offs: list[int], sizes: list[int], names: list
                 row_of: Callable[[int], np.ndarray] | None,
                 consume: Callable[[int, np.ndarray], None] | None,
                 decoded_nbytes: int) -> Callable[[int, int], None]:
-    """The per-piece loop of the Blosc plan: every stream of a chunk by the kernel of its codec
-    (into the row, or into a scratch row when the chunk is shuffled), then a numpy unshuffle
-    per span of like blocks.
+    """The per-piece loop of the Blosc plan: a chunk is one call of the C row decoder
+    (:mod:`gds_zarr.decode._blosc_native`: every stream by c-blosc's own codec, block by block,
+    unshuffled in C); without that library, every stream by the kernel of its codec and a numpy
+    unshuffle per span of like blocks.
 
-    A chunk the plan leaves out (``fallback``), or with a stream whose kernel is missing or
+    A chunk the plan leaves out (``fallback``), or with a stream whose codec is missing or that
     does not give exactly its size, is decoded again from its bytes by c-blosc, else numcodecs,
     whose result or error is the reference.
     """
     base = data.ctypes.data if data.nbytes else 0
-    s_bounds = plan.stream_bounds.tolist()
-    s_src = (plan.stream_src + base).tolist()
-    s_size = plan.stream_size.tolist()
-    s_dst = plan.stream_dst.tolist()
-    s_dsize = plan.stream_dsize.tolist()
-    s_codec = plan.stream_codec.tolist()  # -1: raw copy
     fallback = plan.fallback.tolist()
-    shuffled = plan.shuffled_rows.tolist()
-    sp_bounds, spans = _blosc_spans(plan)
-    memmove = ctypes.memmove
+    native = _blosc_native.RowDecoder(plan, data) if _blosc_native.library() else None
+    decode_rows = None if native is not None else _python_rows(plan, base)
 
     def run(lo: int, hi: int) -> None:
-        kernels = _native.blosc_stream_kernels()
         whole = kernel() if kernel is not None else None
+        fn = native.bind() if native is not None else None
         row = None if row_of is not None else _scratch(decoded_nbytes)
-        tmp = _scratch(decoded_nbytes, "blosc_tmp")
-        tmp_at = tmp.ctypes.data
         for j in range(lo, hi):
             if row_of is not None:
                 row = row_of(j)
             assert row is not None
-            ok = not fallback[j]
-            if ok:
-                into = tmp_at if shuffled[j] else row.ctypes.data
-                for s in range(s_bounds[j], s_bounds[j + 1]):
-                    c = s_codec[s]
-                    if c < 0:
-                        memmove(into + s_dst[s], s_src[s], s_dsize[s])
-                        continue
-                    fn = kernels.get(c)
-                    if fn is None or fn(into + s_dst[s], s_dsize[s], s_src[s],
-                                        s_size[s]) != s_dsize[s]:
-                        ok = False
-                        break
-            if ok:
-                if shuffled[j]:
-                    for o, nb, blk, sh, ts in spans[sp_bounds[j]: sp_bounds[j + 1]]:
-                        unshuffle_span(tmp[o: o + nb], row[o: o + nb], blk, sh, ts)
-            elif whole is None or whole(row.ctypes.data, decoded_nbytes, base + offs[j],
-                                        sizes[j]) != decoded_nbytes:
+            if fallback[j]:
+                ok = False
+            elif fn is not None:
+                ok = fn(j, row.ctypes.data, decoded_nbytes) == 0
+            else:
+                ok = decode_rows is not None and decode_rows(j, row)
+            if not ok and (whole is None or whole(row.ctypes.data, decoded_nbytes,
+                                                   base + offs[j], sizes[j]) != decoded_nbytes):
                 o = offs[j]
                 _decode_one(steps, data[o: o + sizes[j]], row, names[j])
             if consume is not None:
                 consume(j, row)
 
     return run
+
+
+def _python_rows(plan: BloscPlan, base: int) -> Callable[[int, np.ndarray], bool]:
+    """``decode(j, row) -> ok`` for the plan without the C library: each stream by the native
+    kernel of its codec (into the row, or a scratch row when the chunk is shuffled), then a
+    numpy unshuffle per span of like blocks. Call it in the decoding thread."""
+    s_bounds = plan.stream_bounds.tolist()
+    s_src = (plan.stream_src + base).tolist()
+    s_size = plan.stream_size.tolist()
+    s_dst = plan.stream_dst.tolist()
+    s_dsize = plan.stream_dsize.tolist()
+    s_codec = plan.stream_codec.tolist()  # -1: raw copy
+    shuffled = plan.shuffled_rows.tolist()
+    sp_bounds, spans = _blosc_spans(plan)
+    memmove = ctypes.memmove
+
+    def decode(j: int, row: np.ndarray) -> bool:
+        kernels = _native.blosc_stream_kernels()
+        tmp = _scratch(row.nbytes, "blosc_tmp") if shuffled[j] else row
+        into = tmp.ctypes.data
+        for s in range(s_bounds[j], s_bounds[j + 1]):
+            c = s_codec[s]
+            if c < 0:
+                memmove(into + s_dst[s], s_src[s], s_dsize[s])
+                continue
+            fn = kernels.get(c)
+            if fn is None or fn(into + s_dst[s], s_dsize[s], s_src[s], s_size[s]) != s_dsize[s]:
+                return False
+        if shuffled[j]:
+            for o, nb, blk, sh, ts in spans[sp_bounds[j]: sp_bounds[j + 1]]:
+                unshuffle_span(tmp[o: o + nb], row[o: o + nb], blk, sh, ts)
+        return True
+
+    return decode
 
 
 def _decode_chained(steps: Sequence[BytesStep], buf: np.ndarray, row: np.ndarray,

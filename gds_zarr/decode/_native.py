@@ -33,7 +33,7 @@ from gds_zarr.decode import _zstd_native
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode._zstd_native import NativeHandle
 
-__all__ = ["INT_MAX", "Kernel", "blosc_stream_kernels", "kernel_for"]
+__all__ = ["INT_MAX", "Kernel", "blosc_codec_pointers", "blosc_stream_kernels", "kernel_for"]
 
 #: ``fn(dst, cap, src, n) -> int``, see the module docstring.
 Kernel = Callable[[int, int, int, int], int]
@@ -180,6 +180,26 @@ def blosc_stream_kernels() -> dict[int, Kernel]:
             kernels[4] = lambda dst, cap, src, n: int(zd(c, dst, cap, src, n))
     _local.blosc_streams = kernels
     return kernels
+
+
+def blosc_codec_pointers() -> tuple[int | None, ...] | None:
+    """Addresses of c-blosc's own BloscLZ, LZ4, Zlib and Zstd stream decoders (None where
+    absent) and of this thread's Zstd context, for C code that calls them (the kernels of
+    :func:`blosc_stream_kernels`, without ctypes per stream); None without numcodecs' c-blosc.
+    """
+    lib = _blosc_inner()
+    if lib is None:
+        return None
+    blosc_stream_kernels()  # makes this thread's Zstd context where Zstd exists
+    ctx: NativeHandle | None = getattr(_local, "blosc_zstd", None)
+
+    def addr(name: str) -> int | None:
+        fn = getattr(lib, name, None)
+        return None if fn is None else ctypes.cast(fn, ctypes.c_void_p).value
+
+    return (addr("blosclz_decompress"), addr("LZ4_decompress_safe"), addr("uncompress"),
+            addr("ZSTD_decompressDCtx") if ctx is not None else None,
+            ctx.ptr if ctx is not None else None)
 
 
 def _blosc_zlib_kernel(uncompress: Any) -> Kernel:

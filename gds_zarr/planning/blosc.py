@@ -55,6 +55,7 @@ BLOSC_MAX_BLOCKSIZE = (_INT_MAX - 255 * 4) // 3
 #: Compressor codes of the flags byte (``flags >> 5``) and their names.
 CODEC_NAMES = {0: "blosclz", 1: "lz4", 2: "snappy", 3: "zlib", 4: "zstd"}
 _KNOWN_CODECS = (0, 1, 3, 4)  # numcodecs' c-blosc is built without Snappy
+_KNOWN = np.isin(np.arange(8), _KNOWN_CODECS)  # by code (flags >> 5 is 0..7)
 
 #: Shuffle of a block as the decoder must undo it (after c-blosc's own conditions).
 SHUFFLE_NONE, SHUFFLE_BYTE, SHUFFLE_BIT = 0, 1, 2
@@ -213,7 +214,7 @@ def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
                     f"{int(nbytes[j]) + BLOSC_HEADER} bytes long, the header says "
                     f"{int(cbytes[j])}")
     codec = flags >> 5
-    _fail(~memcpyed & ~np.isin(codec, _KNOWN_CODECS), keys,
+    _fail(~memcpyed & ~_KNOWN[codec], keys,
           lambda j: f"compressor {CODEC_NAMES.get(int(codec[j]), int(codec[j]))!r} is not "
                     "available in c-blosc")
     _fail(~memcpyed & (versionlz != _VERSIONLZ), keys,
@@ -299,31 +300,35 @@ def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
     stream_row = block_row[sb]
     stream_codec = np.where(stream_raw, -1, row_codec[stream_row]).astype(np.int8)
 
-    keep_s = ~fallback[stream_row]
-    keep_b = ~fallback[block_row]
-    stream_row = stream_row[keep_s]
-    block_row_k = block_row[keep_b]
+    streams = (stream_src, stream_size, stream_dst, stream_dsize, stream_raw, stream_codec,
+               stream_row)
+    blocks = (block_row, block_dst, bsize, shuffle.astype(np.int8), ts)
+    if fallback.any():  # fallback rows own no streams and no blocks
+        keep_s, keep_b = ~fallback[stream_row], ~fallback[block_row]
+        streams = tuple(a[keep_s] for a in streams)
+        blocks = tuple(a[keep_b] for a in blocks)
     return BloscPlan(
         codec=row_codec, typesize=typesize, memcpyed=memcpyed, fallback=fallback,
-        stream_bounds=_bounds(stream_row, n), block_bounds=_bounds(block_row_k, n),
-        stream_src=stream_src[keep_s], stream_size=stream_size[keep_s],
-        stream_dst=stream_dst[keep_s], stream_dsize=stream_dsize[keep_s],
-        stream_raw=stream_raw[keep_s], stream_codec=stream_codec[keep_s], stream_row=stream_row,
-        block_row=block_row_k, block_dst=block_dst[keep_b], block_size=bsize[keep_b],
-        block_shuffle=shuffle[keep_b].astype(np.int8), block_typesize=ts[keep_b])
+        stream_bounds=_bounds(streams[-1], n), block_bounds=_bounds(blocks[0], n),
+        stream_src=streams[0], stream_size=streams[1], stream_dst=streams[2],
+        stream_dsize=streams[3], stream_raw=streams[4], stream_codec=streams[5],
+        stream_row=streams[6], block_row=blocks[0], block_dst=blocks[1], block_size=blocks[2],
+        block_shuffle=blocks[3], block_typesize=blocks[4])
 
 
 class _KeysOf:
-    """Keys of rows picked by an index array, built only when an error is raised."""
+    """Keys of rows picked by index arrays, looked up only when an error is raised."""
 
-    def __init__(self, keys: Sequence[str], rows: np.ndarray) -> None:
-        self._keys, self._rows = keys, rows
+    def __init__(self, keys: Sequence[str], rows: np.ndarray,
+                 idx: np.ndarray | None = None) -> None:
+        self._keys, self._rows, self._idx = keys, rows, idx
 
     def sub(self, idx: np.ndarray) -> _KeysOf:
-        return _KeysOf(self._keys, self._rows[idx])
+        return _KeysOf(self._keys, self._rows, idx)
 
     def __getitem__(self, j: int) -> str:
-        return self._keys[int(self._rows[j])]
+        row = self._rows[j if self._idx is None else self._idx[j]]
+        return self._keys[int(row)]
 
 
 def _bounds(rows: np.ndarray, n: int) -> np.ndarray:
