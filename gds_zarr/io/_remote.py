@@ -276,9 +276,12 @@ class ObstoreIOBackend:
                           max_size=max_size)
         o_idx = np.flatnonzero(open_ended)
         z_idx = np.flatnonzero(~bounded & ~open_ended & ~cached)  # zero-length: presence only
-        bodies, present_file, fetches = run_async(
-            self._fetch(files, plan, file_of[o_idx], starts[o_idx], stops[o_idx],
-                        np.unique(file_of[z_idx])))
+        if plan.nreads or len(o_idx) or len(z_idx):
+            bodies, present_file, fetches = run_async(
+                self._fetch(files, plan, file_of[o_idx], starts[o_idx], stops[o_idx],
+                            np.unique(file_of[z_idx])))
+        else:  # all from tails (a shard's chunks after its index round): no hop to the loop
+            bodies, present_file, fetches = [], np.ones(len(files), dtype=bool), 0
         nreads = plan.nreads
         c_idx = np.flatnonzero(cached)
         c_end = np.zeros(0, dtype=np.int64)
