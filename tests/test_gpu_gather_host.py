@@ -2,8 +2,8 @@
 byte for byte against numpy, without a GPU.
 
 The kernel's source is cut from the very string CuPy compiles (``_gpu._KERNELS``); a prelude
-turns ``__global__`` into a plain function, ``threadIdx``/``blockIdx``/``blockDim``/``gridDim``
-into globals and ``__funnelshift_r`` into its documented arithmetic, and loops play the grid.
+turns ``__global__`` into a plain function and ``threadIdx``/``blockIdx``/``blockDim``/``gridDim``
+into globals, and loops play the grid.
 Checked: any source and destination offset (word-aligned or not), sizes 0..3 and large ones,
 thread counts that divide nothing, several blocks per entry, and that nothing outside the
 destination ranges is written.
@@ -27,10 +27,6 @@ struct gdsz_dim { long long x, y; };
 static gdsz_dim threadIdx, blockIdx, blockDim, gridDim;
 #define __global__
 #define __restrict__
-// CUDA: concatenate hi:lo, shift right by (shift & 31), keep the low 32 bits.
-static inline unsigned int __funnelshift_r(unsigned int lo, unsigned int hi, unsigned int sh) {
-    return (unsigned int)((((unsigned long long)hi << 32) | lo) >> (sh & 31u));
-}
 """
 _DRIVER = r"""
 extern "C" void gdsz_run(const unsigned char* src, const long long* src_off, unsigned char* dst,

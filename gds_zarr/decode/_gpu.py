@@ -204,9 +204,10 @@ extern "C" __global__ void gdsz_gather(
     // Entry blockIdx.x, spread over gridDim.y blocks: copy size[j] bytes from src + src_off[j]
     // to dst + dst_off[j] a 4-byte word per thread and step. The bytes up to dst's next word
     // boundary go one by one; then every store is an aligned word, built from the two aligned
-    // source words it straddles (a funnel shift), so the loads are words at any source offset.
-    // Those two words may hold bytes just outside the entry, never outside its 4-byte-aligned
-    // words (inside the allocation: CUDA allocations are whole granules).
+    // source words it straddles (a funnel shift, in plain shifts: no intrinsic to depend on),
+    // so the loads are words at any source offset. Those two words may hold bytes just outside
+    // the entry, never outside its 4-byte-aligned words (inside the allocation: CUDA
+    // allocations are whole granules).
     const long long j = blockIdx.x;
     const unsigned char* s = src + src_off[j];
     unsigned char* d = dst + dst_off[j];
@@ -226,8 +227,9 @@ extern "C" __global__ void gdsz_gather(
     if (shift == 0) {
         for (long long w = first; w < words; w += step) dw[w] = sw[w];
     } else {
+        const unsigned int right = 8u * shift, left = 32u - right;  // 8..24: both defined
         for (long long w = first; w < words; w += step)
-            dw[w] = __funnelshift_r(sw[w], sw[w + 1], 8u * shift);
+            dw[w] = (sw[w] >> right) | (sw[w + 1] << left);
     }
     for (long long i = (words << 2) + first; i < n; i += step) d[i] = s[i];
 }
