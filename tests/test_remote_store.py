@@ -231,6 +231,42 @@ async def test_many_ranges_of_one_object_are_coalesced(s3: str) -> None:
         assert store.io_stats().reads == len(ranges)
 
 
+@pytest.mark.parametrize("server", ["s3", "http"])
+def test_whole_objects_with_a_size_hint_are_one_request_each(
+        server: str, s3: str, http: RangeServer, http_root: Path) -> None:
+    """With the pipeline's size hint a whole object is one ranged GET that the server clamps;
+    empty objects, objects of exactly the hint and longer ones still read whole, missing
+    ones as absent; counted by a proxy (S3: moto; HTTP: the Range server)."""
+    hint = 100
+    sizes = {"empty": 0, "small": 10, "exact": hint, "hint+1": hint + 1, "big": 3 * hint + 7}
+    data = {k: np.random.default_rng(n).bytes(n) for k, n in sizes.items()}
+    prefix = f"hinted-{uuid.uuid4().hex}"
+    for k, v in data.items():
+        (http_root / prefix / k).parent.mkdir(parents=True, exist_ok=True)
+        (http_root / prefix / k).write_bytes(v)
+    upload(s3, http_root / prefix, prefix)
+    proxy = Proxy(s3 if server == "s3" else http.url)
+    try:
+        store = (GDSStore(f"s3://{BUCKET}/{prefix}", read_only=True,
+                          storage_options={**s3_options(s3), "endpoint": proxy.url})
+                 if server == "s3" else GDSStore(f"{proxy.url}/{prefix}"))
+        keys = [*data, "missing"]
+        n = len(keys)
+        before = proxy.total()
+        batch = store.read_batch(keys, np.zeros(n, np.int64), np.full(n, -1, np.int64),
+                                 device="cpu", size_hint=hint)
+        sent = proxy.total() - before
+    finally:
+        proxy.close()
+    got = [bytes(batch.data[o: o + z]) if p else None
+           for o, z, p in zip(batch.offsets.tolist(), batch.sizes.tolist(),
+                              batch.present.tolist(), strict=True)]
+    assert got == [*data.values(), None]
+    # One request each; a second for the empty object (a range of nothing is refused) and
+    # for each object at least as long as the hint (the rest, or the 416 that ends it).
+    assert sent == n + 1 + 3, sent
+
+
 # ---------------------------------------------------------------- servers and the pipeline
 
 

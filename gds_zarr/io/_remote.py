@@ -106,6 +106,14 @@ def _status(e: BaseException) -> int | None:
     return None
 
 
+def _range_refused(e: BaseException) -> bool:
+    """Whether ``e`` says the server would not answer a byte range (416, or a full answer that
+    obstore refuses: "non-partial response", NotSupportedError "Range request not supported")."""
+    text = str(e).lower()
+    return (_status(e) == 416 or type(e).__name__ == "NotSupportedError"
+            or "non-partial response" in text or "range request not supported" in text)
+
+
 def describe_error(e: BaseException, redact: Callable[[str], str]) -> str:
     """A one-paragraph, secret-free reason from an obstore (or other) exception."""
     import obstore.exceptions as oe
@@ -248,9 +256,13 @@ class ObstoreIOBackend:
         max_gap, max_size
             Coalescing bounds (default: the ``coalesce_max_gap``/``coalesce_max_size``
             settings).
-        size_hint, resolve_link
-            Accepted for the shared interface; not needed (no sizes are asked for, and object
-            stores have no links).
+        size_hint
+            Bytes a whole object is expected to fit in (a chunk's encoded bound): a whole
+            object is then asked for as the range ``[0, size_hint)``, which servers clamp to
+            the object, so its body comes in one awaited call instead of two (headers, then
+            body); a body that fills the range is completed with a second request.
+        resolve_link
+            Accepted for the shared interface (object stores have no links).
 
         Returns
         -------
@@ -279,7 +291,7 @@ class ObstoreIOBackend:
         if plan.nreads or len(o_idx) or len(z_idx):
             bodies, present_file, fetches = run_async(
                 self._fetch(files, plan, file_of[o_idx], starts[o_idx], stops[o_idx],
-                            np.unique(file_of[z_idx])))
+                            np.unique(file_of[z_idx]), size_hint))
         else:  # all from tails (a shard's chunks after its index round): no hop to the loop
             bodies, present_file, fetches = [], np.ones(len(files), dtype=bool), 0
         nreads = plan.nreads
@@ -330,10 +342,11 @@ class ObstoreIOBackend:
                          device="cpu", nbytes_staged=int(data.nbytes))
 
     async def _fetch(self, files: list[str], plan: Any, o_file: np.ndarray, o_start: np.ndarray,
-                     o_stop: np.ndarray, z_files: np.ndarray
+                     o_stop: np.ndarray, z_files: np.ndarray, size_hint: int | None = None
                      ) -> tuple[list[Any], np.ndarray, int]:
         """Issue every request of the batch at once; the bodies (coalesced reads first, then
-        open-ended requests, in order), which files exist, and how many requests were sent."""
+        open-ended requests, in order), which files exist, and how many requests were sent
+        (``size_hint``: see :meth:`read_batch`)."""
         import obstore as obs
 
         sem = asyncio.Semaphore(max(1, int(settings.get("remote_concurrency"))))
@@ -392,6 +405,37 @@ class ObstoreIOBackend:
                     out[j] = body
             return out
 
+        async def hinted(j: int, f: int) -> None:
+            """A whole object in one awaited call: the range [0, hint), clamped by the server."""
+            path = files[f]
+
+            async def get() -> Any:
+                try:
+                    body = await obs.get_range_async(store, path, start=0, end=hint)
+                except Exception as e:
+                    # An empty object has no byte of the range: servers answer 416, or 200
+                    # with no body, which obstore refuses as a range answer. A plain GET
+                    # settles it (any other failure was retried by obstore already).
+                    if not _range_refused(e):
+                        raise
+                    sent[0] += 1
+                    return await (await obs.get_async(store, path)).bytes_async()
+                if len(body) < hint:
+                    return body  # the server clamped the range: this is the whole object
+                sent[0] += 1  # the object is at least the hint: the rest, one more request
+                try:
+                    rest = await obs.get_async(store, path, options={"range": {"offset": hint}})
+                    more = await rest.bytes_async()
+                except Exception as e:
+                    if _status(e) == 416:
+                        return body  # exactly the hint's size
+                    raise
+                return bytes(body) + bytes(more)
+
+            body = await fetch(f, get)
+            if body is not None:
+                bodies[nreads + j] = body
+
         async def whole(j: int, f: int, start: int, tail: bool) -> None:
             path = files[f]
             options: Any = None
@@ -430,13 +474,14 @@ class ObstoreIOBackend:
             for rows in np.split(np.arange(nreads), cuts):
                 tasks.append(ranges(int(rf[rows[0]]), rows))
         prefetch = int(settings.get("remote_prefetch"))
+        hint = int(size_hint or 0)
         tail_limit = max(64 << 20, 16 * prefetch)
         # Tails beyond the cache's bound would be dropped unused: prefetch only that many.
         tails_left = tail_limit // prefetch if prefetch else 0
         for j, (f, start) in enumerate(zip(o_file.tolist(), o_start.tolist(), strict=True)):
             tail = start < 0 and tails_left > 0
             tails_left -= tail
-            tasks.append(whole(j, f, start, tail))
+            tasks.append(hinted(j, f) if start == 0 and hint > 0 else whole(j, f, start, tail))
         answered = set(rf.tolist()) | set(o_file.tolist())
         for f in z_files.tolist():
             if f not in answered:
