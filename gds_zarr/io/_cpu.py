@@ -30,6 +30,7 @@ and durability across power loss is left to the filesystem, as zarr's LocalStore
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import os
 import resource
@@ -38,7 +39,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -81,6 +82,56 @@ def _thread_pool(threads: int) -> ThreadPoolExecutor:
             if old is not None:
                 old.shutdown(wait=False)
         return _pool
+
+
+T = TypeVar("T")
+_hop_lock = threading.Lock()
+_hop_pool: ThreadPoolExecutor | None = None
+_hop_pid = -1
+_hop = threading.local()  # the cancel event of the batch a hop worker is reading
+
+
+def _cancel_event() -> threading.Event:
+    """A batch's cancel event: the one its main-thread caller can set (see
+    :func:`_off_main_thread`), else a new one."""
+    event: threading.Event | None = getattr(_hop, "cancel", None)
+    return event if event is not None else threading.Event()
+
+
+def _off_main_thread(read: Callable[[], T]) -> T:
+    """Run ``read`` in a worker and wait for it to end, also when interrupted: an interrupt
+    cancels the batch (its tasks stop at their next item) and is raised after it has ended."""
+    global _hop_pool, _hop_pid
+    with _hop_lock:
+        if _hop_pool is None or _hop_pid != os.getpid():  # a forked child has no worker
+            _hop_pool = ThreadPoolExecutor(1, thread_name_prefix="gds_zarr-io-main")
+            _hop_pid = os.getpid()
+        pool = _hop_pool
+    cancel = threading.Event()
+
+    def run() -> T:
+        _hop.cancel = cancel
+        try:
+            return read()
+        finally:
+            _hop.cancel = None
+
+    future = pool.submit(run)
+    interrupt: BaseException | None = None
+    while True:
+        try:
+            result = future.result()
+            break
+        except BaseException as e:  # the read's own error, or an interrupt while waiting
+            if future.done():
+                if interrupt is None:
+                    raise
+                break
+            interrupt = interrupt or e
+            cancel.set()
+    if interrupt is not None:
+        raise interrupt
+    return result
 
 
 def _fd_budget() -> int:
@@ -326,6 +377,21 @@ class PosixIOBackend:
         ChunkReadError
             A file exists but cannot be read; ``key`` is its path.
         """
+        if threading.current_thread() is threading.main_thread():
+            # KeyboardInterrupt lands in the main thread (the store's *_sync methods read
+            # there), at any bytecode: between an open and the try that closes it, or before
+            # a batch's closing loop starts, and descriptors leak. So the batch runs in a
+            # worker; an interrupt stops it at its next file and is raised once it has ended.
+            return _off_main_thread(functools.partial(
+                self._read_batch, paths, starts, stops, max_gap=max_gap, max_size=max_size,
+                resolve_link=resolve_link, size_hint=size_hint))
+        return self._read_batch(paths, starts, stops, max_gap=max_gap, max_size=max_size,
+                                resolve_link=resolve_link, size_hint=size_hint)
+
+    def _read_batch(self, paths: Sequence[str], starts: np.ndarray, stops: np.ndarray, *,
+                    max_gap: int | None, max_size: int | None,
+                    resolve_link: Callable[[str], str] | None,
+                    size_hint: int | None) -> BatchRead:
         n = len(paths)
         if 0 < n <= _FEW_REQUESTS:
             few = self._read_few(paths, starts, stops, resolve_link)
@@ -435,7 +501,7 @@ class PosixIOBackend:
         overflow: list[int] = []  # list.append is atomic: tasks share it
         st_l, sp_l, cap_l, dest_l = (starts.tolist(), stops.tolist(), caps.tolist(),
                                      dest.tolist())
-        cancel = threading.Event()
+        cancel = _cancel_event()
         flags = _OPEN_FLAGS if resolve_link is None else _OPEN_FLAGS | os.O_NOFOLLOW
 
         def careful(i: int) -> int:
@@ -557,7 +623,7 @@ class PosixIOBackend:
         sizes = np.full(nfiles, -1, dtype=np.int64)
         keep_open = nfiles <= _fd_budget()
         opened = 0
-        cancel = threading.Event()
+        cancel = _cancel_event()
         try:
             def phase1(a: int, b: int) -> None:
                 for i in range(a, b):
