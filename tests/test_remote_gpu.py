@@ -118,6 +118,23 @@ def test_pipeline_reads_a_remote_sharded_array_onto_the_gpu(http: RangeServer,
     assert cp.asnumpy(got).tobytes() == np.asarray(ref).tobytes()
 
 
+def test_unsharded_chunks_onto_the_gpu_are_one_get_each_without_heads(
+        http: RangeServer) -> None:
+    """Whole chunks have no known size: the kvikio backend reads them on the host in one round
+    of GETs (no HEAD round for its preads) and copies the batch to the device once."""
+    import cupy as cp
+
+    data = sample_data((23, 17), "float32")
+    make(str(http.root / "flat.zarr"), data, chunks=(6, 5), compressors=zc.ZstdCodec())
+    with gds_zarr.enable(device="gpu"):
+        z = zarr.open_array(GDSStore(f"{http.url}/flat.zarr"), mode="r")
+        heads, before = http.total("HEAD"), http.total()
+        got = z[...]
+    assert http.total("HEAD") == heads
+    assert http.total() - before == 4 * 4  # one GET per chunk
+    assert cp.asnumpy(got).tobytes() == data.tobytes()
+
+
 def gds_zarr_buffer(data: bytes) -> Any:
     from zarr.core.buffer import cpu
 

@@ -485,6 +485,21 @@ def test_gpu_backend_sizes_objects_from_tails_else_one_head_round(
     assert http.total("HEAD") - before == 2  # s2 and nope; s1 was known
 
 
+def test_gpu_backend_reads_objects_of_unknown_size_on_the_host() -> None:
+    """The kvikio backend's preads need object sizes (a HEAD round): whole chunks and shard
+    indexes are read on the host in one round of GETs and copied once; ranges in prefetched
+    tails need no request; ranges of other objects go to kvikio."""
+    from gds_zarr.io._remote_gpu import staged_on_host
+
+    a = np.array
+    no_tail = a([-1, -1])
+    assert staged_on_host(a([0, 0]), a([-1, -1]), no_tail)  # two whole chunks
+    assert staged_on_host(a([-4096, 0]), a([-1, -1]), no_tail)  # an index, a chunk
+    assert staged_on_host(a([100, 0]), a([200, -1]), a([50, -1]))  # in a tail, a chunk
+    assert not staged_on_host(a([100, 0]), a([200, -1]), no_tail)  # a range: kvikio
+    assert not staged_on_host(a([10]), a([200]), a([50]))  # starts before the tail
+
+
 @pytest.mark.parametrize("consolidated", [True, False])
 def test_xarray_round_trip_through_s3(s3: str, consolidated: bool) -> None:
     """The issue's user story: ``xr.open_zarr(GDSStore("s3://..."))`` with gds_zarr enabled

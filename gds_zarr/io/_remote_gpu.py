@@ -4,7 +4,9 @@ host plus one host-to-device copy per batch.
 :func:`remote_gpu_choice` decides, and says why (``info`` and ``GDSStore.gpu_read_path`` report
 it); :func:`remote_gpu_backend` builds the backend:
 
-* :class:`KvikioRemoteIOBackend` (S3 through the ``AWS_*`` environment, public S3, HTTP):
+* :class:`KvikioRemoteIOBackend` (S3 through the ``AWS_*`` environment, public S3, HTTP), for
+  byte ranges of objects (a shard's inner chunks; whole chunks and shard indexes, whose sizes
+  nothing gives, are one round of GETs on the host instead: :func:`staged_on_host`):
   one round of HEAD requests (through obstore, all in flight at once) sizes every object and
   tells missing ones apart (objects whose shard index was just read are sized already), the
   ranges are clamped and coalesced as on the CPU
@@ -42,7 +44,7 @@ from gds_zarr.io._remote import ObstoreIOBackend, describe_error, run_async
 from gds_zarr.planning.ranges import plan_reads
 
 __all__ = ["HostStagedIOBackend", "KvikioRemoteIOBackend", "remote_gpu_backend",
-           "remote_gpu_choice"]
+           "remote_gpu_choice", "staged_on_host"]
 
 _S3_OPTIONS_KVIKIO_CANNOT_TAKE = ("endpoint", "endpoint_url", "access_key_id",
                                   "secret_access_key", "session_token", "token", "region",
@@ -77,6 +79,20 @@ def remote_gpu_choice(location: Any) -> tuple[str, str]:
     if why is not None:
         return staged, why
     return "kvikio RemoteFile", f"{location.kind} objects read straight into device memory"
+
+
+def staged_on_host(starts: np.ndarray, stops: np.ndarray, tail_start: np.ndarray) -> bool:
+    """Whether the kvikio backend reads a batch on the host and copies it to the device once.
+
+    Yes when each request (grouped, as :func:`~gds_zarr.io._cpu.group_requests` gives them)
+    either lies in a tail the shard-index round prefetched (``tail_start``: where its object's
+    cached tail starts, -1 if none): no request at all; or is open-ended (a whole chunk, a
+    shard index): kvikio's preads need each object's size first, a round of HEADs, where
+    obstore reads them in one round of GETs (a whole chunk in one clamped range GET), and such
+    objects are small. Ranges of known objects (a shard's chunks) go to kvikio's preads.
+    """
+    in_tail = (tail_start >= 0) & (starts >= tail_start) & (stops >= 0)
+    return bool((in_tail | (stops < 0)).all())
 
 
 def remote_gpu_backend(location: Any, cpu: ObstoreIOBackend) -> Any:
@@ -182,7 +198,7 @@ class KvikioRemoteIOBackend(HostStagedIOBackend):
 
     def read_batch(self, paths: Sequence[str], starts: np.ndarray, stops: np.ndarray,
                    *, max_gap: int | None = None, max_size: int | None = None,
-                   **_: Any) -> BatchRead:
+                   size_hint: int | None = None, **_: Any) -> BatchRead:
         """Read every request into one CuPy buffer (arguments as the CPU backend's)."""
         import cupy as cp
 
@@ -190,11 +206,9 @@ class KvikioRemoteIOBackend(HostStagedIOBackend):
         raw_starts, raw_stops = starts, stops
         starts, stops, file_of, files = group_requests(paths, starts, stops)
         tail_start = self.cpu.tails.lookup(files)[0][file_of]
-        if n and bool(((tail_start >= 0) & (starts >= tail_start) & (stops >= 0)).all()):
-            # Every range lies in a tail the shard-index round brought in: no request at all,
-            # one host-to-device copy.
+        if n and staged_on_host(starts, stops, tail_start):
             return super().read_batch(paths, raw_starts, raw_stops, max_gap=max_gap,
-                                      max_size=max_size)
+                                      max_size=max_size, size_hint=size_hint)
         sizes = self._sizes(files)
         present_file = sizes >= 0
         lo, hi = resolve_ranges(starts, stops, np.maximum(sizes, 0)[file_of])
