@@ -485,6 +485,46 @@ def test_gpu_backend_sizes_objects_from_tails_else_one_head_round(
     assert http.total("HEAD") - before == 2  # s2 and nope; s1 was known
 
 
+@pytest.mark.parametrize("server", ["http", "s3"])
+def test_read_many_and_the_loader_over_remote_stores(server: str, http: RangeServer,
+                                                     http_root: Path, s3: str) -> None:
+    """The training workload over a bucket: ``read_many`` equals zarr's reads window by window
+    in ONE request round (each touched shard's index, whose prefetched tail holds its chunks),
+    and ``WindowLoader`` batches equal the windows it says it read."""
+    prefix = f"windows-{uuid.uuid4().hex}"
+    data = sample_data((64, 48), "float32")
+    make(str(http_root / prefix / "a.zarr"), data, chunks=(4, 6), shards=(16, 12),
+         compressors=zc.ZstdCodec())
+    proxy = Proxy(s3 if server == "s3" else http.url)
+    try:
+        if server == "s3":
+            upload(s3, http_root / prefix, prefix)
+            store = GDSStore(f"s3://{BUCKET}/{prefix}/a.zarr", read_only=True,
+                             storage_options={**s3_options(s3), "endpoint": proxy.url})
+        else:
+            store = GDSStore(f"{proxy.url}/{prefix}/a.zarr")
+        z = zarr.open_array(store, mode="r")
+        corners = [(0, 0), (5, 40), (30, 11), (50, 30), (14, 20)]
+        sels = [np.s_[r: r + 10, c: c + 7] for r, c in corners]
+        shards = {(r // 16, c // 12) for rr, cc in corners
+                  for r in (rr, rr + 9) for c in (cc, cc + 6)}
+        before = proxy.total()
+        got = gds_zarr.read_many(z, sels)
+        assert proxy.total() - before == len(shards)
+        for g, sel in zip(got, sels, strict=True):
+            assert g.tobytes() == data[sel].tobytes()
+        with gds_zarr.WindowLoader(z, window=(8, 8), batch_size=4, n_windows=12,
+                                   seed=0) as loader:
+            corners = loader.corners().tolist()
+            batches = list(loader)
+        assert len(batches) == 3
+        for k, batch in enumerate(batches):
+            for w, (r, c) in zip(batch, corners[4 * k: 4 * k + 4], strict=True):
+                assert w.tobytes() == data[r: r + 8, c: c + 8].tobytes()
+    finally:
+        proxy.close()
+
+
 def test_gpu_backend_reads_objects_of_unknown_size_on_the_host() -> None:
     """The kvikio backend's preads need object sizes (a HEAD round): whole chunks and shard
     indexes are read on the host in one round of GETs and copied once; ranges in prefetched
