@@ -51,6 +51,10 @@ async def read_shard_indexes(store: Any, keys: Sequence[str], layout: ShardLayou
         hits = shard_index_cache.get_many(cache_keys)
     need = [i for i in range(n) if hits[i] is None]
     if n and not need:  # every index cached (repeated small reads): nothing to read
+        if n == 1:  # one shard (a small read): views, not np.stack's copies; callers only read
+            h = hits[0]
+            assert h is not None
+            return h.offsets[None], h.nbytes[None], h.empty[None], np.ones(1, dtype=bool)
         return (np.stack([h.offsets for h in hits]), np.stack([h.nbytes for h in hits]),
                 np.stack([h.empty for h in hits]), np.ones(n, dtype=bool))
     if len(need) == n:  # nothing cached: the common cold case needs no merging
