@@ -156,11 +156,12 @@ async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
         # sends the batch to the two-phase path, which clamps it to the file first.
         hint = plan.array.encoded_bound
     stats.add(fast_reads=1)
-    # Units known empty (inner chunks) get the fill value without a read.
-    with on_target():
-        for u in np.flatnonzero(~units.readable).tolist():
-            targets[units.target[u]][units.out_sel[u]] = fill
     readable = np.flatnonzero(units.readable)
+    if len(readable) < len(units.readable):
+        # Units known empty (inner chunks) get the fill value without a read.
+        with on_target():
+            for u in np.flatnonzero(~units.readable).tolist():
+                targets[units.target[u]][units.out_sel[u]] = fill
     nbytes = plan.array.decoded_nbytes
     budget = settings.get("memory_budget")
     # Half the budget per batch: batch k (its staging) and batch k+1's encoded bytes, read
@@ -169,9 +170,10 @@ async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
     batches = [readable[b] for b in split_by_budget(costs, budget // 2)]
     await _stream(plan, store, units, batches, targets, drop_axes, fill, decoder, src_device,
                   outer_present, device, hint)
-    with on_target():
-        for t, sel, shape_info in finish:  # shard outputs into ``out``, as zarr's sharding does
-            _finish_shard(out_arr, targets[t], sel, shape_info, drop_axes)
+    if finish:  # (on_target is a context manager: a cost for small reads even on the CPU)
+        with on_target():
+            for t, sel, shape_info in finish:  # shard outputs into ``out``, as zarr's sharding
+                _finish_shard(out_arr, targets[t], sel, shape_info, drop_axes)
     if device == "gpu":
         gpuread.sync()  # fills and shard copies queued in this thread: done before zarr returns
     return outer_present.tolist()
@@ -251,10 +253,11 @@ def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: Bat
     decoded_bytes = len(rows_idx) * plan.array.decoded_nbytes
     stats.stage(decoded_bytes)
     try:
-        with on_target():
-            for j in np.flatnonzero(~present).tolist():
-                u = int(b[j])
-                targets[units.target[u]][units.out_sel[u]] = fill
+        if len(rows_idx) < len(present):
+            with on_target():
+                for j in np.flatnonzero(~present).tolist():
+                    u = int(b[j])
+                    targets[units.target[u]][units.out_sel[u]] = fill
         if device == "cpu" and hasattr(decoder, "decode_each"):
             # Decode and scatter fused, chunk by chunk in the decode threads: a chunk is copied
             # out while hot in cache, and no batch-sized decoded array is allocated.
@@ -514,15 +517,15 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
     shard_a = np.asarray(u_shard, np.int64)
     inner_a = np.asarray(u_inner, np.int64)
     is_empty = empty[shard_a, inner_a] if len(shard_a) else np.zeros(0, bool)
+    # np.where gives new int64 arrays (a Python 0 and int64): used as they are, not copied.
     starts = np.where(is_empty, 0, offsets[shard_a, inner_a].astype(np.int64) if len(
         shard_a) else np.zeros(0, np.int64))
     lengths = np.where(is_empty, 0, nbytes[shard_a, inner_a].astype(np.int64) if len(
         shard_a) else np.zeros(0, np.int64))
-    units = ReadUnits(keys=u_keys, starts=starts.astype(np.int64),
-                      stops=(starts + lengths).astype(np.int64), readable=~is_empty,
+    units = ReadUnits(keys=u_keys, starts=starts, stops=starts + lengths, readable=~is_empty,
                       target=np.asarray(u_target, np.int64), chunk_sel=u_csel, out_sel=u_osel,
                       names=u_names, outer=shard_a)
-    return units, lengths.astype(np.int64), finish
+    return units, lengths, finish
 
 
 def _view_target(out_arr: Any, out_selection: Any, drop_axes: tuple[int, ...],
