@@ -143,9 +143,8 @@ def _le32(cols: np.ndarray) -> np.ndarray:
 
 
 def _fail(bad: np.ndarray, keys: Sequence[str], reason: Callable[[int], str]) -> None:
-    rows = np.flatnonzero(bad)
-    if rows.size:
-        j = int(rows[0])
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
         raise ChunkDecodeError(keys[j], "blosc", reason(j))
 
 
@@ -195,7 +194,7 @@ def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
     head = reader(starts, BLOSC_HEADER) if n else np.zeros((0, BLOSC_HEADER), np.uint8)
     version, versionlz = head[:, 0].astype(np.int64), head[:, 1].astype(np.int64)
     flags, typesize = head[:, 2].astype(np.int64), head[:, 3].astype(np.int64)
-    nbytes, blocksize, cbytes = _le32(head[:, 4:8]), _le32(head[:, 8:12]), _le32(head[:, 12:16])
+    nbytes, blocksize, cbytes = _le32(head[:, 4:16]).reshape(-1, 3).T
     _fail((cbytes > size) | (cbytes < BLOSC_HEADER), keys,
           lambda j: f"truncated: the header says {int(cbytes[j])} compressed bytes, the chunk "
                     f"holds {int(size[j])}")
@@ -252,49 +251,49 @@ def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
     dobit &= (bsize // ts) % 8 == 0  # else c-blosc's bitunshuffle copies the block as is
     shuffle = np.where(doshuffle, SHUFFLE_BYTE, np.where(dobit, SHUFFLE_BIT, SHUFFLE_NONE))
 
-    # Streams: walk the splits of every compressed block together, one gather per round.
+    # Streams, in order of block then split: block b owns streams s_first[b] + 0..nsplits[b]-1.
+    # Walk the splits of every compressed block together, one gather per round. A memcpyed
+    # row is one raw stream.
+    nstreams = int(nsplits.sum())
+    s_first = np.cumsum(nsplits) - nsplits
+    sb = np.repeat(np.arange(len(block_row), dtype=np.int64), nsplits)
+    split_of = np.arange(nstreams, dtype=np.int64) - s_first[sb]
+    stream_src = np.empty(nstreams, np.int64)
+    stream_size = np.empty(nstreams, np.int64)
     cb = cbytes[block_row]
     base = starts[block_row]
     blk_keys = _KeysOf(keys, block_row)
-    off = np.zeros(len(block_row), np.int64)
-    if bcomp.any():
-        sel = np.flatnonzero(bcomp)
-        off[sel] = _le32(reader(base[sel] + BLOSC_HEADER + 4 * k[sel], 4))
-    s_block: list[np.ndarray] = []
-    s_split: list[np.ndarray] = []
-    s_src: list[np.ndarray] = []
-    s_size: list[np.ndarray] = []
     active = np.flatnonzero(bcomp)
+    mem_blocks = np.flatnonzero(~bcomp)
+    stream_src[s_first[mem_blocks]] = base[mem_blocks] + BLOSC_HEADER
+    stream_size[s_first[mem_blocks]] = bsize[mem_blocks]
+    if active.size:
+        off = _le32(reader(base[active] + BLOSC_HEADER + 4 * k[active], 4))
+        base_a, cb_a, first_a, nsp_a = base[active], cb[active], s_first[active], nsplits[active]
     for s in range(int(nsplits.max(initial=1))):
-        active = active[nsplits[active] > s]
         if active.size == 0:
             break
-        o, c = off[active], cb[active]
+        if s:
+            more = nsp_a > s
+            if not more.all():
+                active, off, base_a, cb_a, first_a, nsp_a = (
+                    a[more] for a in (active, off, base_a, cb_a, first_a, nsp_a))
+                if active.size == 0:
+                    break
+        o, c = off, cb_a
         _fail((o < 0) | (o > c - 4), blk_keys.sub(active),
               lambda j, o=o, c=c: f"a stream size field at byte {int(o[j])} lies outside "
                                   f"the {int(c[j])} compressed bytes")
-        csize = _le32(reader(base[active] + o, 4))
+        csize = _le32(reader(base_a + o, 4))
         o = o + 4
         _fail((csize < 0) | (csize > c - o), blk_keys.sub(active),
               lambda j, o=o, c=c, z=csize: f"a {int(z[j])}-byte stream at byte {int(o[j])} "
                                            f"runs past the {int(c[j])} compressed bytes")
-        s_block.append(active)
-        s_split.append(np.full(active.size, s, np.int64))
-        s_src.append(base[active] + o)
-        s_size.append(csize)
-        off[active] = o + csize
-    mem_blocks = np.flatnonzero(~bcomp)
-    s_block.append(mem_blocks)
-    s_split.append(np.zeros(mem_blocks.size, np.int64))
-    s_src.append(base[mem_blocks] + BLOSC_HEADER)
-    s_size.append(bsize[mem_blocks])
-    sb = np.concatenate(s_block)
-    order = np.lexsort((np.concatenate(s_split), sb))  # by block (hence row), then split
-    sb = sb[order]
-    stream_src = np.concatenate(s_src)[order]
-    stream_size = np.concatenate(s_size)[order]
+        stream_src[first_a + s] = base_a + o
+        stream_size[first_a + s] = csize
+        off = o + csize
     stream_dsize = dsize[sb]
-    stream_dst = block_dst[sb] + np.concatenate(s_split)[order] * stream_dsize
+    stream_dst = block_dst[sb] + split_of * stream_dsize
     stream_raw = stream_size == stream_dsize
     row_codec = np.where(memcpyed, -1, codec).astype(np.int8)
     stream_row = block_row[sb]
