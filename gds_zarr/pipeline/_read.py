@@ -245,7 +245,7 @@ def _decode_scatter(plan: ChainPlan, units: ReadUnits, b: np.ndarray, batch: Bat
                     outer_present: np.ndarray, device: str) -> None:
     present = np.asarray(batch.present, dtype=bool)
     if plan.shard is not None:
-        _check_inner_sizes(units, b, batch)
+        _check_inner_sizes(units, b, batch, present)
     else:
         outer_present[units.outer[b[~present]]] = False
     rows_idx = np.flatnonzero(present)
@@ -432,14 +432,16 @@ def native_rows(plan: ChainPlan, rows: Any) -> tuple[ChainPlan, Any]:
     return dataclasses.replace(plan, array=native), swapped
 
 
-def _check_inner_sizes(units: ReadUnits, b: np.ndarray, batch: BatchRead) -> None:
-    from gds_zarr.errors import ShardIndexError
-
+def _check_inner_sizes(units: ReadUnits, b: np.ndarray, batch: BatchRead,
+                       present: np.ndarray) -> None:
     want = units.stops[b] - units.starts[b]
     got = np.asarray(batch.sizes, dtype=np.int64)
-    present = np.asarray(batch.present, dtype=bool)
-    if present.all() and np.array_equal(got, want):
+    # One comparison, not np.array_equal (a Python function of several array calls); the
+    # lengths match: one size per request.
+    if present.all() and (got == want).all():
         return
+    from gds_zarr.errors import ShardIndexError
+
     j = int(np.flatnonzero(~present | (got != want))[0])
     u = int(b[j])
     raise ShardIndexError(units.keys[u], f"{units.names[u]}: index entry "
@@ -528,6 +530,10 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
     return units, lengths, finish
 
 
+#: Basic selection items (a tuple: ``slice | int | ...`` would build a union on every call).
+_BASIC = (slice, int, np.integer)
+
+
 def _view_target(out_arr: Any, out_selection: Any, drop_axes: tuple[int, ...],
                  shape: tuple[int, ...], sel_shape: Any) -> Any:
     """``out[out_selection]`` as a writable view shaped like the shard's output, or None.
@@ -538,7 +544,7 @@ def _view_target(out_arr: Any, out_selection: Any, drop_axes: tuple[int, ...],
     if sel_shape is not None:
         return None
     sel = out_selection if isinstance(out_selection, tuple) else (out_selection,)
-    if not all(isinstance(s, slice | int | np.integer) for s in sel):
+    if not all(isinstance(s, _BASIC) for s in sel):
         return None
     view = out_arr[(*sel, Ellipsis)]  # the Ellipsis keeps an all-integer selection a view
     if drop_axes:

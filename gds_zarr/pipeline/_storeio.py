@@ -17,13 +17,20 @@ from gds_zarr.planning.staging import Payload, reading_for
 __all__ = ["byte_request", "is_gds_store", "pack_buffers", "read_ranges", "timed"]
 
 
+_GDS_STORE: type | None = None
+
+
 def _gds_store_class() -> type | None:
     # GDSStore may not exist (yet, or in a trimmed install): the pipeline works without it.
-    try:
-        from gds_zarr.store._store import GDSStore
-    except ImportError:
-        return None
-    return GDSStore  # type: ignore[no-any-return]
+    # Found once, kept: an import statement per call costs a small read measurable time.
+    global _GDS_STORE
+    if _GDS_STORE is None:
+        try:
+            from gds_zarr.store._store import GDSStore
+        except ImportError:
+            return None
+        _GDS_STORE = GDSStore
+    return _GDS_STORE
 
 
 def is_gds_store(store: Any) -> bool:
