@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 import numpy as np
+from zarr.storage import StorePath  # here, not per read: a package import calls into importlib
 
 from gds_zarr import settings
 from gds_zarr._batch import BatchRead
@@ -49,8 +50,6 @@ def _fill_value(chunk_spec: Any) -> Any:
 
 
 def _common_store(batch_info: BatchInfo) -> Any:
-    from zarr.storage import StorePath
-
     first = batch_info[0][0]
     if not isinstance(first, StorePath):
         raise Unhandled(f"byte getter {type(first).__name__} is not a StorePath")
