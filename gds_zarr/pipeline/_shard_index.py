@@ -54,7 +54,7 @@ async def read_shard_indexes(store: Any, keys: Sequence[str], layout: ShardLayou
         if n == 1:  # one shard (a small read): views, not np.stack's copies; callers only read
             h = hits[0]
             assert h is not None
-            return h.offsets[None], h.nbytes[None], h.empty[None], np.ones(1, dtype=bool)
+            return h.offsets[None], h.nbytes[None], h.empty[None], np.array([True])
         return (np.stack([h.offsets for h in hits]), np.stack([h.nbytes for h in hits]),
                 np.stack([h.empty for h in hits]), np.ones(n, dtype=bool))
     if len(need) == n:  # nothing cached: the common cold case needs no merging
