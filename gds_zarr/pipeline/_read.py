@@ -169,8 +169,11 @@ async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
     budget = settings.get("memory_budget")
     # Half the budget per batch: batch k (its staging) and batch k+1's encoded bytes, read
     # ahead, are in flight together.
-    costs = batch_costs(plan.steps, est[readable], nbytes, src_device)
-    batches = [readable[b] for b in split_by_budget(costs, budget // 2)]
+    if len(readable) == 1:  # one unit is one batch whatever it costs: no split to plan
+        batches = [readable]
+    else:
+        costs = batch_costs(plan.steps, est[readable], nbytes, src_device)
+        batches = [readable[b] for b in split_by_budget(costs, budget // 2)]
     await _stream(plan, store, units, batches, targets, drop_axes, fill, decoder, src_device,
                   outer_present, device, hint)
     if finish:  # (on_target is a context manager: a cost for small reads even on the CPU)
