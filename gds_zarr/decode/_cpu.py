@@ -52,10 +52,12 @@ _BYTES_PER_THREAD = 64 << 10
 #: Whether one-step Blosc chains decode through the batch plan by default (where gds_zarr's C
 #: kernels are built; else one c-blosc call per chunk, after the batch-wide header check).
 #: On: with the C row decoder (``decode/_blosc_native.c``: c-blosc's own stream codecs, block by
-#: block, a SIMD unshuffle, raw byte planes read in place) 256 chunks of 256x256 float32
-#: (2 shared cores, decode_each with a scatter, medians of 11 same-run paired repeats) took
-#: 1.01-1.02x c-blosc's time with LZ4 + byte shuffle and 0.72-0.75x with Zstd + bit shuffle;
-#: the plan in Python with numpy's unshuffle took 1.6x and 3x.
+#: block, a SIMD unshuffle, raw byte planes read in place), whole 4096x4096 float32 arrays of
+#: 256x256 chunks read through the pipeline (2 shared cores, same process, paired medians of
+#: 4 x 31 alternating reads) took 1.00-1.03x the time of c-blosc per chunk with LZ4 + byte
+#: shuffle (the plan costs ~0.4 ms per 256 chunks more than c-blosc's header check) and
+#: 0.81-0.87x with Zstd + bit shuffle. The plan in Python with numpy's unshuffle took 1.6x and
+#: 3x c-blosc's decode time. benchmarks/results/blosc-cpu-twin-2026-12-02.md has the figures.
 BLOSC_PLAN = True
 
 
