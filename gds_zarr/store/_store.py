@@ -254,6 +254,8 @@ class GDSStore(Store):
         """
         if device is None:
             dev = _prototype_device(default_buffer_prototype())
+        elif device == "cpu":  # always usable: skip resolve_device's explained choice (per read)
+            dev = "cpu"
         else:
             dev = resolve_device(device)
         n = len(keys)
