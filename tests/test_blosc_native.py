@@ -194,6 +194,37 @@ def test_raw_streams_are_read_in_place(cname: str, shuffle: int) -> None:
 
 
 @needs_lib
+@pytest.mark.parametrize("t, n", [(255, 300), (200, 399), (130, 259)])
+def test_a_raw_whole_block_with_a_long_tail_stays_in_bounds(t: int, n: int) -> None:
+    """A shuffled block that does not split, stored raw, with fewer items than tail bytes
+    (typesize 255, 300 bytes: one item, 45 tail bytes): its pieces are its t byte planes, not
+    (block / items) of them; counting the tail as pieces wrote past the 256 plane pointers on
+    the C stack (a crash). Run in a child: a crash fails the test, not the session."""
+    script = textwrap.dedent(f"""
+        import struct, numcodecs, numpy as np
+        from gds_zarr.decode import _blosc_native
+        from gds_zarr.decode.formats import numpy_reader
+        from gds_zarr.planning.blosc import plan_blosc
+        t, n = {t}, {n}
+        payload = bytes(np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8))
+        # lz4, byte shuffle, do not split; one block of n bytes, one raw stream of n bytes
+        head = struct.pack("<BBBBiii", 2, 1, 0x1 | 0x10 | (1 << 5), t, n, n, 24 + n)
+        chunk = head + struct.pack("<ii", 20, n) + payload
+        ref = np.frombuffer(numcodecs.Blosc().decode(chunk), np.uint8)
+        data = np.frombuffer(chunk, np.uint8).copy()
+        plan = plan_blosc(numpy_reader(data), np.array([0]), np.array([len(chunk)]), n, ["k"])
+        assert plan.stream_raw.all() and (plan.block_shuffle == 1).all()
+        decode = _blosc_native.RowDecoder(plan, data).bind()
+        out = np.zeros(n, np.uint8)
+        assert decode(0, out.ctypes.data, n) == 0 and np.array_equal(out, ref)
+        print("ok")
+    """)
+    got = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert got.returncode == 0 and got.stdout.strip() == "ok", (got.returncode, got.stderr)
+
+
+@needs_lib
 def test_the_plan_is_the_default_blosc_path_with_the_library(monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:
     calls: list[int] = []

@@ -531,8 +531,10 @@ GZ_EXPORT int gz_blosc_decode_row(const struct gz_plan *p, const struct gz_codec
             const uint8_t *src = p->base + p->stream_src[s];
             if (p->stream_codec[s] < 0 && m > 0 && off % m == 0 && dsize % m == 0
                 && (dsize == bsize || off + dsize <= whole)) {
-                /* raw, whole pieces: read in place */
-                for (int64_t j = off / m; j < (off + dsize) / m; j++)
+                /* raw, whole pieces: read in place (a whole block's tail is no piece: with
+                 * m < its tail bytes (off + dsize) / m passes t, and pl holds 256) */
+                int64_t j_end = (off + dsize) / m < t ? (off + dsize) / m : t;
+                for (int64_t j = off / m; j < j_end; j++)
                     pl[j] = src + (j * m - off);
                 if (dsize == bsize)
                     tail = src + whole;
