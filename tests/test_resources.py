@@ -407,3 +407,26 @@ def test_an_interrupt_in_a_main_thread_read_waits_for_it_and_leaks_nothing(
     got = PosixIOBackend().read_batch(paths, np.zeros(n, np.int64), np.full(n, -1, np.int64),
                                       resolve_link=os.path.realpath, size_hint=size_hint)
     assert got.sizes.tolist() == [100] * n and _fds() <= before
+
+
+def test_a_main_thread_read_at_interpreter_exit(tmp_path: Path) -> None:
+    """An atexit handler (or a __del__ at shutdown) reading from the main thread: no new
+    thread can start then, so the batch is read in the main thread itself, as before the
+    batch moved to a worker (else: RuntimeError 'cannot schedule new futures after
+    interpreter shutdown')."""
+    (tmp_path / "f").write_bytes(b"hello")
+    script = textwrap.dedent(f"""
+        import atexit
+        import numpy as np
+        from gds_zarr.io._cpu import PosixIOBackend
+
+        def at_exit():
+            got = PosixIOBackend().read_batch([{str(tmp_path / "f")!r}], np.zeros(1, np.int64),
+                                              np.full(1, -1, np.int64))
+            print("read", bytes(got.data[got.offsets[0]:got.offsets[0] + got.sizes[0]]))
+
+        atexit.register(at_exit)
+    """)
+    got = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert got.returncode == 0 and got.stdout.strip() == "read b'hello'", got.stderr

@@ -116,7 +116,10 @@ def _off_main_thread(read: Callable[[], T]) -> T:
         finally:
             _hop.cancel = None
 
-    future = pool.submit(run)
+    try:
+        future = pool.submit(run)
+    except RuntimeError:  # interpreter shutdown (an atexit handler, a __del__): no new threads
+        return read()
     interrupt: BaseException | None = None
     while True:
         try:
