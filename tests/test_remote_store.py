@@ -263,7 +263,7 @@ def test_whole_objects_with_a_size_hint_are_one_request_each(
                               batch.present.tolist(), strict=True)]
     assert got == [*data.values(), None]
     # One request each; a second for the empty object (a range of nothing is refused) and
-    # for each object at least as long as the hint (the rest, or the 416 that ends it).
+    # for each object at least as long as the hint (read again whole: one version of it).
     assert sent == n + 1 + 3, sent
 
 
@@ -529,15 +529,21 @@ def test_gpu_backend_reads_objects_of_unknown_size_on_the_host() -> None:
     """The kvikio backend's preads need object sizes (a HEAD round): whole chunks and shard
     indexes are read on the host in one round of GETs and copied once; ranges in prefetched
     tails need no request; ranges of other objects go to kvikio."""
-    from gds_zarr.io._remote_gpu import staged_on_host
+    from gds_zarr.io._remote_gpu import HOST_STAGED_MAX, staged_on_host
 
     a = np.array
     no_tail = a([-1, -1])
-    assert staged_on_host(a([0, 0]), a([-1, -1]), no_tail)  # two whole chunks
-    assert staged_on_host(a([-4096, 0]), a([-1, -1]), no_tail)  # an index, a chunk
-    assert staged_on_host(a([100, 0]), a([200, -1]), a([50, -1]))  # in a tail, a chunk
-    assert not staged_on_host(a([100, 0]), a([200, -1]), no_tail)  # a range: kvikio
-    assert not staged_on_host(a([10]), a([200]), a([50]))  # starts before the tail
+    hint = 1 << 20
+    assert staged_on_host(a([0, 0]), a([-1, -1]), no_tail, hint)  # two whole chunks
+    assert staged_on_host(a([-4096, 0]), a([-1, -1]), no_tail, hint)  # an index, a chunk
+    assert staged_on_host(a([100, 0]), a([200, -1]), a([50, -1]), hint)  # in a tail, a chunk
+    assert not staged_on_host(a([100, 0]), a([200, -1]), no_tail, hint)  # a range: kvikio
+    assert not staged_on_host(a([10]), a([200]), a([50]), hint)  # starts before the tail
+    # Whole objects of unknown or large size, and long suffixes, go to kvikio.
+    assert not staged_on_host(a([0]), a([-1]), a([-1]), None)
+    assert not staged_on_host(a([0]), a([-1]), a([-1]), HOST_STAGED_MAX + 1)
+    assert not staged_on_host(a([-HOST_STAGED_MAX - 1]), a([-1]), a([-1]), hint)
+    assert not staged_on_host(a([5]), a([-1]), a([-1]), hint)  # from an offset to the end
 
 
 @pytest.mark.parametrize("consolidated", [True, False])

@@ -184,5 +184,9 @@ class RowDecoder:
             return None
         scratch = _scratch(self._scratch)
         # the ctypes function itself with its leading arguments bound: no Python frame per call
-        return functools.partial(self._fn, self._plan_p, ctypes.byref(codecs),
-                                 scratch.ctypes.data, scratch.nbytes)
+        decode = functools.partial(self._fn, self._plan_p, ctypes.byref(codecs),
+                                   scratch.ctypes.data, scratch.nbytes)
+        # The partial holds only the scratch's address: keep the array alive with it, should
+        # this thread's scratch be replaced by a larger one before the decoder is done.
+        decode.scratch = scratch  # type: ignore[attr-defined]
+        return decode

@@ -5,8 +5,8 @@ host plus one host-to-device copy per batch.
 it); :func:`remote_gpu_backend` builds the backend:
 
 * :class:`KvikioRemoteIOBackend` (S3 through the ``AWS_*`` environment, public S3, HTTP), for
-  byte ranges of objects (a shard's inner chunks; whole chunks and shard indexes, whose sizes
-  nothing gives, are one round of GETs on the host instead: :func:`staged_on_host`):
+  byte ranges of objects (a shard's inner chunks; small whole chunks and shard indexes, whose
+  sizes nothing gives, are one round of GETs on the host instead: :func:`staged_on_host`):
   one round of HEAD requests (through obstore, all in flight at once) sizes every object and
   tells missing ones apart (objects whose shard index was just read are sized already), the
   ranges are clamped and coalesced as on the CPU
@@ -43,8 +43,8 @@ from gds_zarr.io._cpu import group_requests, resolve_ranges
 from gds_zarr.io._remote import ObstoreIOBackend, describe_error, run_async
 from gds_zarr.planning.ranges import plan_reads
 
-__all__ = ["HostStagedIOBackend", "KvikioRemoteIOBackend", "remote_gpu_backend",
-           "remote_gpu_choice", "staged_on_host"]
+__all__ = ["HOST_STAGED_MAX", "HostStagedIOBackend", "KvikioRemoteIOBackend",
+           "remote_gpu_backend", "remote_gpu_choice", "staged_on_host"]
 
 _S3_OPTIONS_KVIKIO_CANNOT_TAKE = ("endpoint", "endpoint_url", "access_key_id",
                                   "secret_access_key", "session_token", "token", "region",
@@ -81,18 +81,29 @@ def remote_gpu_choice(location: Any) -> tuple[str, str]:
     return "kvikio RemoteFile", f"{location.kind} objects read straight into device memory"
 
 
-def staged_on_host(starts: np.ndarray, stops: np.ndarray, tail_start: np.ndarray) -> bool:
+#: Open-ended requests up to this size (a shard index, a whole chunk by its size hint) are
+#: read on the host: a host-to-device copy of it costs less than the HEAD round kvikio's
+#: preads would need first.
+HOST_STAGED_MAX = 16 << 20
+
+
+def staged_on_host(starts: np.ndarray, stops: np.ndarray, tail_start: np.ndarray,
+                   size_hint: int | None = None) -> bool:
     """Whether the kvikio backend reads a batch on the host and copies it to the device once.
 
     Yes when each request (grouped, as :func:`~gds_zarr.io._cpu.group_requests` gives them)
     either lies in a tail the shard-index round prefetched (``tail_start``: where its object's
-    cached tail starts, -1 if none): no request at all; or is open-ended (a whole chunk, a
-    shard index): kvikio's preads need each object's size first, a round of HEADs, where
-    obstore reads them in one round of GETs (a whole chunk in one clamped range GET), and such
-    objects are small. Ranges of known objects (a shard's chunks) go to kvikio's preads.
+    cached tail starts, -1 if none): no request at all; or is a small open-ended one: a
+    suffix (a shard index) or a whole object whose ``size_hint`` (a chunk's encoded bound) is
+    at most :data:`HOST_STAGED_MAX`. kvikio's preads need each object's size first, a round of
+    HEADs, where obstore reads these in one round of GETs (a whole chunk in one clamped range
+    GET). Ranges of known objects (a shard's chunks) and large whole objects go to kvikio.
     """
     in_tail = (tail_start >= 0) & (starts >= tail_start) & (stops >= 0)
-    return bool((in_tail | (stops < 0)).all())
+    small_whole = size_hint is not None and 0 < size_hint <= HOST_STAGED_MAX
+    small_open = (stops < 0) & (((starts < 0) & (-starts <= HOST_STAGED_MAX))
+                                | ((starts == 0) & small_whole))
+    return bool((in_tail | small_open).all())
 
 
 def remote_gpu_backend(location: Any, cpu: ObstoreIOBackend) -> Any:
@@ -206,7 +217,7 @@ class KvikioRemoteIOBackend(HostStagedIOBackend):
         raw_starts, raw_stops = starts, stops
         starts, stops, file_of, files = group_requests(paths, starts, stops)
         tail_start = self.cpu.tails.lookup(files)[0][file_of]
-        if n and staged_on_host(starts, stops, tail_start):
+        if n and staged_on_host(starts, stops, tail_start, size_hint):
             return super().read_batch(paths, raw_starts, raw_stops, max_gap=max_gap,
                                       max_size=max_size, size_hint=size_hint)
         sizes = self._sizes(files)
