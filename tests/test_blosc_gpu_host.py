@@ -9,26 +9,17 @@ into globals, and a loop plays the grid, so its index arithmetic is checked byte
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 
 import numcodecs
 import numpy as np
 import pytest
+from _host_kernel import compile_host
 
 from gds_zarr.decode import _blosc_gpu, _native
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode.formats import numpy_reader
 from gds_zarr.planning.blosc import SHUFFLE_NONE, BloscPlan, plan_blosc, unshuffle_blocks
 
-CXX = shutil.which("g++") or shutil.which("c++")
-
-_PRELUDE = r"""
-struct gdsz_dim { long long x; };
-static gdsz_dim threadIdx, blockIdx, blockDim;
-#define __global__
-#define __restrict__
-"""
 _DRIVER = r"""
 extern "C" void gdsz_run(const unsigned char* src, unsigned char* dst, const long long* off,
                          const long long* size, const signed char* shuffle,
@@ -47,16 +38,8 @@ extern "C" void gdsz_run(const unsigned char* src, unsigned char* dst, const lon
 
 @pytest.fixture(scope="module")
 def host_kernel(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    if CXX is None:
-        pytest.skip("no C++ compiler")
-    d = tmp_path_factory.mktemp("kernel")
-    src = d / "unshuffle.cpp"
-    src.write_text(_PRELUDE + _blosc_gpu.UNSHUFFLE_KERNEL + _DRIVER)
-    lib = d / "libunshuffle.so"
-    proc = subprocess.run([CXX, "-O1", "-shared", "-fPIC", "-Wall", "-Werror", "-o", str(lib),
-                           str(src)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return ctypes.CDLL(str(lib))
+    return compile_host(_blosc_gpu.UNSHUFFLE_KERNEL + _DRIVER,
+                        tmp_path_factory.mktemp("kernel"), "unshuffle")
 
 
 def _chunks() -> tuple[list[bytes], list[np.ndarray], int]:

@@ -12,22 +12,13 @@ destination ranges is written.
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
+from _host_kernel import compile_host
 
 from gds_zarr.decode import _gpu
 
-CXX = shutil.which("g++") or shutil.which("c++")
-
-_PRELUDE = r"""
-struct gdsz_dim { long long x, y; };
-static gdsz_dim threadIdx, blockIdx, blockDim, gridDim;
-#define __global__
-#define __restrict__
-"""
 _DRIVER = r"""
 extern "C" void gdsz_run(const unsigned char* src, const long long* src_off, unsigned char* dst,
                          const long long* dst_off, const long long* size, long long entries,
@@ -52,17 +43,8 @@ def _kernel_source() -> str:
 
 @pytest.fixture(scope="module")
 def gather(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    if CXX is None:
-        pytest.skip("no C++ compiler")
-    d = tmp_path_factory.mktemp("gather")
-    src = d / "gather.cpp"
-    src.write_text(_PRELUDE + _kernel_source() + _DRIVER)
-    lib = d / "libgather.so"
-    proc = subprocess.run([CXX, "-O1", "-fno-strict-aliasing", "-shared", "-fPIC", "-Wall",
-                           "-Werror", "-o", str(lib), str(src)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return ctypes.CDLL(str(lib))
+    return compile_host(_kernel_source() + _DRIVER, tmp_path_factory.mktemp("gather"),
+                        "gather", flags=["-fno-strict-aliasing"])
 
 
 def _run(lib: ctypes.CDLL, src: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
