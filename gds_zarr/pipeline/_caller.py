@@ -73,11 +73,8 @@ def _carrying(sync: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(sync)
     def sync_from_caller(coro: Any, *args: Any, **kwargs: Any) -> Any:
-        token = CALLER.set(_capture())  # in the caller's thread: its device and stream
-        try:
+        with carried(_capture()):  # in the caller's thread: its device and stream
             return sync(coro, *args, **kwargs)
-        finally:
-            CALLER.reset(token)
 
     setattr(sync_from_caller, _ORIGINAL, sync)
     return sync_from_caller
