@@ -32,9 +32,6 @@ __all__ = ["Unhandled", "fast_read", "rows_in_place", "stream_batches"]
 
 BatchInfo = Sequence[tuple[Any, Any, Any, Any, bool]]
 
-#: Reads of at most this many inner chunks look their index entries up one by one.
-_FEW_UNITS = 8
-
 #: Batches of at most this many units and encoded bytes decode in the event loop's thread.
 _INLINE_DECODE_UNITS = 64
 _INLINE_DECODE_BYTES = 1 << 20
@@ -523,23 +520,12 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
         u_inner.extend(flat_l)
         u_target.extend([t] * k)
     shard_a = np.asarray(u_shard, np.int64)
-    if len(u_shard) <= _FEW_UNITS:
-        # A few units (a small read): Python scalars cost less than the fancy indexing below.
-        # Used entries fit int64: parse_indexes refuses offsets and sizes past 2^62.
-        pairs = list(zip(u_shard, u_inner, strict=True))
-        em_l = [empty.item(s, f) for s, f in pairs]
-        starts = np.array([0 if e else offsets.item(s, f)
-                           for e, (s, f) in zip(em_l, pairs, strict=True)], np.int64)
-        lengths = np.array([0 if e else nbytes.item(s, f)
-                            for e, (s, f) in zip(em_l, pairs, strict=True)], np.int64)
-        readable = np.array([not e for e in em_l], dtype=bool)
-    else:
-        inner_a = np.asarray(u_inner, np.int64)
-        is_empty = empty[shard_a, inner_a]
-        # np.where gives new int64 arrays (a Python 0 and int64): used as they are, not copied.
-        starts = np.where(is_empty, 0, offsets[shard_a, inner_a].astype(np.int64))
-        lengths = np.where(is_empty, 0, nbytes[shard_a, inner_a].astype(np.int64))
-        readable = ~is_empty
+    inner_a = np.asarray(u_inner, np.int64)
+    is_empty = empty[shard_a, inner_a]
+    # np.where gives new int64 arrays (a Python 0 and int64): used as they are, not copied.
+    starts = np.where(is_empty, 0, offsets[shard_a, inner_a].astype(np.int64))
+    lengths = np.where(is_empty, 0, nbytes[shard_a, inner_a].astype(np.int64))
+    readable = ~is_empty
     units = ReadUnits(keys=u_keys, starts=starts, stops=starts + lengths, readable=readable,
                       target=np.asarray(u_target, np.int64), chunk_sel=u_csel, out_sel=u_osel,
                       names=u_names, outer=shard_a)
