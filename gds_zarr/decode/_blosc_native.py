@@ -70,18 +70,13 @@ def library() -> Any:
     path = _path()
     if path is None:
         return None
-    try:
-        lib = ctypes.CDLL(str(path))  # CDLL (not PyDLL): calls release the GIL
-        lib.gz_unshuffle.argtypes = [_vp, _vp, _i64, _i64, _i64, _int, _vp]
-        lib.gz_unshuffle.restype = _int
-        lib.gz_blosc_decode_row.argtypes = [ctypes.POINTER(_Plan), ctypes.POINTER(_Codecs),
-                                            _vp, _i64, _i64, _vp, _i64]
-        lib.gz_blosc_decode_row.restype = _int
-        lib.gz_simd_level.argtypes, lib.gz_simd_level.restype = [], _int
-        lib.gz_set_simd_level.argtypes, lib.gz_set_simd_level.restype = [_int], _int
-    except (OSError, AttributeError):  # a broken or foreign build: the numpy twin runs
-        return None
-    return lib
+    # A broken or foreign build (it does not load, or lacks a symbol): None, the numpy twin runs.
+    return _native._load([str(path)], {
+        "gz_unshuffle": (_int, [_vp, _vp, _i64, _i64, _i64, _int, _vp]),
+        "gz_blosc_decode_row": (_int, [ctypes.POINTER(_Plan), ctypes.POINTER(_Codecs),
+                                       _vp, _i64, _i64, _vp, _i64]),
+        "gz_simd_level": (_int, []),
+        "gz_set_simd_level": (_int, [_int])})
 
 
 def simd_level() -> str | None:
