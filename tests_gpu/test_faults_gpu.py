@@ -121,8 +121,9 @@ def test_contiguous_rows_is_a_view_of_a_cupy_output() -> None:
 
 def test_zlib_files_read_through_a_bounce_buffer_land_with_their_input_aligned(
         tmp_path: Path) -> None:
-    """In compat mode, or below kvikio's gds_threshold, a zlib chunk file is placed 2 bytes into
-    its page: nvCOMP reads the Deflate input in place (planning/staging.py, align_reads)."""
+    """In compat mode, or below kvikio's gds_threshold, a zlib chunk file is read on the host
+    and placed 2 bytes past a multiple of 4: nvCOMP reads the Deflate input in place
+    (planning/staging.py, layout_reads)."""
     from gds_zarr.io import _gpu as kvikio_backend
     from gds_zarr.planning.staging import PAYLOADS, reading_for
 
@@ -156,19 +157,31 @@ def test_gather_any_offsets_matches_numpy() -> None:
     np.testing.assert_array_equal(cupy.asnumpy(got), want)
 
 
-def test_inner_chunks_of_one_file_are_repacked_once(tmp_path: Path) -> None:
+def test_inner_chunks_of_one_file_are_placed_on_the_host_or_gathered_once(
+        tmp_path: Path) -> None:
+    """A shard's inner chunks read together: read on the host (compat mode, or a read below
+    gds_threshold), each lands aligned and nothing is re-packed; read by DMA they lie where the
+    file puts them and one gather packs them."""
+    from gds_zarr.io import _gpu as kvikio_backend
+
     raws = [_raw(i) for i in range(N)]
     enc = [_encode(STEPS["zstd"], r) for r in raws]
     (tmp_path / "shard").write_bytes(b"".join(enc))
     sizes = np.array([len(e) for e in enc], np.int64)
     starts = np.cumsum(sizes) - sizes
-    batch = KvikioIOBackend().read_batch([str(tmp_path / "shard")] * N, starts, starts + sizes)
-    assert ((batch.data.data.ptr + np.asarray(batch.offsets)) % 8 != 0).any()
+    dma_min = kvikio_backend._dma_min()
+    by_dma = dma_min is not None and int(sizes.sum()) >= dma_min
+    backend = KvikioIOBackend()
+    batch = backend.read_batch([str(tmp_path / "shard")] * N, starts, starts + sizes)
+    addr = batch.data.data.ptr + np.asarray(batch.offsets)
+    assert ((addr % 8) != 0).any() == by_dma, (dma_min, int(sizes.sum()))
+    assert backend.stats.reads == 1  # one preadv or one kvikio pread
     gpu_decode_stats.reset()
     out = NvcompDecoder().decode_batch(STEPS["zstd"], batch, np.arange(N), NBYTES,
                                        [f"s[{i}]" for i in range(N)])
     np.testing.assert_array_equal(cupy.asnumpy(out), _expected(raws))
-    assert gpu_decode_stats.repacked_chunks == N and gpu_decode_stats.nvcomp_calls == 1
+    assert gpu_decode_stats.repacked_chunks == (N if by_dma else 0)
+    assert gpu_decode_stats.nvcomp_calls == 1
 
 
 @pytest.mark.parametrize("kind", ["lz4", "gzip", "zlib"])

@@ -47,8 +47,17 @@ from gds_zarr import settings
 from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
 from gds_zarr.planning.ranges import ReadPlan, plan_reads
+from gds_zarr.planning.staging import HostReads
 
-__all__ = ["PosixIOBackend", "group_requests", "not_a_file", "resolve_ranges", "temp_path_for"]
+__all__ = [
+    "PosixIOBackend",
+    "group_requests",
+    "not_a_file",
+    "read_scattered",
+    "resolve_ranges",
+    "run_parts",
+    "temp_path_for",
+]
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: never hang on a FIFO
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
@@ -281,6 +290,54 @@ def _split(costs: np.ndarray, ntasks: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
+def run_parts(fn: Callable[[int, int], Any], parts: list[tuple[int, int]],
+              cancel: threading.Event) -> list[Any]:
+    """Run ``fn(a, b)`` for every part and wait for all: the last part in the calling
+    thread (it would otherwise sit idle), the others in the pool. In the main thread, where
+    ``KeyboardInterrupt`` lands (the store's ``*_sync`` methods run there), every part goes
+    to the pool: an interrupt inside a part could leak the descriptor it just opened.
+
+    Every submitted task is waited for before anything is raised, also when the caller is
+    interrupted (``KeyboardInterrupt`` while submitting, reading or waiting): a task still
+    running would write into a buffer or descriptor table its caller has already released.
+    On an error or interruption ``cancel`` is set, so the other tasks stop at their next
+    item.
+    """
+    if len(parts) == 1:
+        return [fn(*parts[0])]
+    futures: list[Future[Any]] = []
+    failure: BaseException | None = None
+    inline: Any = None
+    try:
+        pool = _thread_pool(len(parts))
+        main = threading.current_thread() is threading.main_thread()
+        for a, b in parts if main else parts[:-1]:
+            futures.append(pool.submit(fn, a, b))
+        if not main:
+            inline = fn(*parts[-1])
+    except BaseException as e:  # noqa: BLE001 - re-raised below, after all finished
+        failure = e
+        cancel.set()
+    pending = set(futures)
+    while pending:
+        try:
+            _, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            if any(f.exception() is not None for f in futures if f.done()):
+                cancel.set()  # a task failed: the others need not finish their parts
+                _, pending = wait(pending)
+        except BaseException as e:  # noqa: BLE001 - interrupted while waiting: keep waiting
+            failure = failure or e
+            cancel.set()
+    for fut in futures:
+        error = fut.exception()
+        if error is not None and not isinstance(failure, KeyboardInterrupt):
+            raise error
+    if failure is not None:
+        raise failure
+    results = [fut.result() for fut in futures]
+    return results if len(results) == len(parts) else [*results, inline]
+
+
 class PosixIOBackend:
     """CPU I/O backend: see the module docstring for the two phases and the thread policy."""
 
@@ -291,53 +348,6 @@ class PosixIOBackend:
 
     def __repr__(self) -> str:
         return "PosixIOBackend()"
-
-    def _run(self, fn: Callable[[int, int], Any], parts: list[tuple[int, int]],
-             cancel: threading.Event) -> list[Any]:
-        """Run ``fn(a, b)`` for every part and wait for all: the last part in the calling
-        thread (it would otherwise sit idle), the others in the pool. In the main thread, where
-        ``KeyboardInterrupt`` lands (the store's ``*_sync`` methods run there), every part goes
-        to the pool: an interrupt inside a part could leak the descriptor it just opened.
-
-        Every submitted task is waited for before anything is raised, also when the caller is
-        interrupted (``KeyboardInterrupt`` while submitting, reading or waiting): a task still
-        running would write into a buffer or descriptor table its caller has already released.
-        On an error or interruption ``cancel`` is set, so the other tasks stop at their next
-        item.
-        """
-        if len(parts) == 1:
-            return [fn(*parts[0])]
-        futures: list[Future[Any]] = []
-        failure: BaseException | None = None
-        inline: Any = None
-        try:
-            pool = _thread_pool(len(parts))
-            main = threading.current_thread() is threading.main_thread()
-            for a, b in parts if main else parts[:-1]:
-                futures.append(pool.submit(fn, a, b))
-            if not main:
-                inline = fn(*parts[-1])
-        except BaseException as e:  # noqa: BLE001 - re-raised below, after all finished
-            failure = e
-            cancel.set()
-        pending = set(futures)
-        while pending:
-            try:
-                _, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                if any(f.exception() is not None for f in futures if f.done()):
-                    cancel.set()  # a task failed: the others need not finish their parts
-                    _, pending = wait(pending)
-            except BaseException as e:  # noqa: BLE001 - interrupted while waiting: keep waiting
-                failure = failure or e
-                cancel.set()
-        for fut in futures:
-            error = fut.exception()
-            if error is not None and not isinstance(failure, KeyboardInterrupt):
-                raise error
-        if failure is not None:
-            raise failure
-        results = [fut.result() for fut in futures]
-        return results if len(results) == len(parts) else [*results, inline]
 
     def read_batch(
         self,
@@ -590,7 +600,7 @@ class PosixIOBackend:
         ntasks = min(threads, max(-(-len(rest) // _FILES_PER_TASK),
                                   int(rest.sum()) // _BYTES_PER_TASK), len(rest))
         if len(rest):
-            done = self._run(lambda a, b: read_range(probe + a, probe + b, 0),
+            done = run_parts(lambda a, b: read_range(probe + a, probe + b, 0),
                              _split(rest, max(1, ntasks)), cancel)
             opened += sum(r[0] for r in done)
             nbytes += sum(r[1] for r in done)
@@ -642,7 +652,7 @@ class PosixIOBackend:
                             os.close(fd)
 
             ntasks = min(int(settings.get("io_threads")), -(-nfiles // _FILES_PER_TASK))
-            self._run(phase1, _split(np.ones(nfiles), ntasks), cancel)
+            run_parts(phase1, _split(np.ones(nfiles), ntasks), cancel)
             opened = int(np.count_nonzero(sizes >= 0))
             present_file = sizes >= 0
             req_size = np.maximum(sizes, 0)[file_of]
@@ -698,7 +708,7 @@ class PosixIOBackend:
         # 2 MiB are 4 tasks (memory copies in parallel), 20 reads of 1 KiB one.
         ntasks = min(int(settings.get("io_threads")), plan.nreads,
                      max(plan.nreads // _READS_PER_TASK, plan.total_size // _BYTES_PER_TASK, 1))
-        return sum(self._run(read_part, _split(costs, ntasks), cancel))
+        return sum(run_parts(read_part, _split(costs, ntasks), cancel))
 
     def write_file(self, path: str, data: Any, *, exclusive: bool = False) -> None:
         """Write ``data`` (anything with the buffer protocol) to ``path`` atomically.
@@ -783,3 +793,98 @@ def _pread_full(fd: int, dest: memoryview, offset: int, path: str) -> None:
             raise ChunkReadError(path, f"file ended at byte {offset + done}, expected "
                                        f"{offset + want} bytes (truncated while being read?)")
         done += got
+
+
+def read_scattered(files: Sequence[str], reads: HostReads, out: np.ndarray, *,
+                   file_sizes: Sequence[int]) -> int:
+    """Run the host reads of a GPU batch's layout into ``out``; bytes read.
+
+    Each call of ``reads`` (:class:`~gds_zarr.planning.staging.HostReads`) is one ``preadv``
+    of a run of its file that scatters every segment to its place in ``out`` (a pinned host
+    buffer the GPU backend then copies to the device once) and the bytes between segments
+    to a scratch buffer. Calls are spread over the I/O pool as the CPU backend's reads are.
+
+    Parameters
+    ----------
+    files
+        Real paths (symlinks already resolved and checked) of the file ids the calls name.
+    reads
+        The layout's host reads.
+    out
+        uint8 host buffer of at least the layout's ``host_size`` bytes.
+    file_sizes
+        The size each file had when the batch was planned.
+
+    Raises
+    ------
+    ChunkReadError
+        A file is gone, changed size, or cannot be read since the batch was planned.
+    """
+    if reads.ncalls == 0:
+        return 0
+    if threading.current_thread() is threading.main_thread():
+        # As PosixIOBackend.read_batch: an interrupt must not land between an open and its
+        # close.
+        return _off_main_thread(functools.partial(_read_scattered, files, reads, out,
+                                                  file_sizes))
+    return _read_scattered(files, reads, out, file_sizes)
+
+
+def _read_scattered(files: Sequence[str], reads: HostReads, out: np.ndarray,
+                    file_sizes: Sequence[int]) -> int:
+    view = memoryview(out)
+    so, ss, sd = reads.seg_offset.tolist(), reads.seg_size.tolist(), reads.seg_dest.tolist()
+    gaps = reads.gaps()
+    gap_l = gaps.tolist()
+    cf, cb = reads.call_file.tolist(), reads.call_bounds.tolist()
+    sizes = [int(s) for s in file_sizes]
+    max_gap = int(gaps.max(initial=0))
+    cancel = _cancel_event()
+
+    def read_part(a: int, b: int) -> int:
+        sink = memoryview(bytearray(max_gap))
+        own_file, fd = -1, -1  # calls are sorted by file: one descriptor at a time
+        done = 0
+        try:
+            for c in range(a, b):
+                if cancel.is_set():
+                    return done
+                f = cf[c]
+                if f != own_file:
+                    if fd >= 0:
+                        os.close(fd)
+                        fd = -1
+                    fd, size = _open_one(files[f], None)
+                    own_file = f
+                    if fd < 0:
+                        raise ChunkReadError(files[f], "the file disappeared while being read")
+                    if size != sizes[f]:
+                        raise ChunkReadError(files[f], "file changed while being read")
+                j0, j1 = cb[c], cb[c + 1]
+                iov = []
+                for j in range(j0, j1):
+                    iov.append(view[sd[j]: sd[j] + ss[j]])
+                    if gap_l[j]:
+                        iov.append(sink[: gap_l[j]])
+                want = so[j1 - 1] + ss[j1 - 1] - so[j0]
+                try:
+                    got = os.preadv(fd, iov, so[j0])
+                except OSError as e:
+                    raise ChunkReadError(
+                        files[f], f"read failed: {e.strerror or e} (errno {e.errno})") from e
+                if got < want:  # rare: segment by segment, which says where the file ended
+                    for j in range(j0, j1):
+                        _pread_full(fd, view[sd[j]: sd[j] + ss[j]], so[j], files[f])
+                done += want
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return done
+
+    bounds = reads.call_bounds
+    last = bounds[1:] - 1
+    call_bytes = reads.seg_offset[last] + reads.seg_size[last] - reads.seg_offset[bounds[:-1]]
+    ncalls = reads.ncalls
+    ntasks = min(int(settings.get("io_threads")), ncalls,
+                 max(ncalls // _READS_PER_TASK, int(call_bytes.sum()) // _BYTES_PER_TASK, 1))
+    return sum(run_parts(read_part, _split(call_bytes + 65536, ntasks), cancel))

@@ -3,9 +3,16 @@
 The GPU twin of :class:`gds_zarr.io._cpu.PosixIOBackend`, sharing its range resolution and
 planning: phase 1 ``stat``-s each distinct file (kvikio raises when reading past the end, so
 ranges are clamped first), :func:`~gds_zarr.planning.ranges.plan_reads` coalesces, ONE CuPy
-uint8 buffer is allocated, every coalesced read is issued as a ``CuFile.pread`` into its slice
-and only then are the futures waited on (``IOFuture.get`` releases the GIL), so kvikio's thread
-pool overlaps them.
+uint8 buffer is allocated, and :func:`~gds_zarr.planning.staging.layout_reads` says where each
+read goes:
+
+* reads cuFile moves by DMA (GDS, at least kvikio's ``gds_threshold``) are issued as
+  ``CuFile.pread`` into their page-aligned slices, and only then are the futures waited on
+  (``IOFuture.get`` releases the GIL), so kvikio's thread pool overlaps them;
+* every other read (all of them in compat mode, where kvikio itself would POSIX-read into a
+  pinned bounce buffer and copy) is read on the host by the CPU backend's ``preadv`` machinery
+  into one pinned buffer, each request at a place where its decode input is aligned for
+  nvCOMP, then copied to the device in one ``cudaMemcpyAsync``: no device-side re-pack.
 
 Open ``CuFile`` handles are expensive (two opens and a cuFile registration each), so they live
 in a process-wide LRU cache bounded by the ``file_handle_cache_size`` setting and by a quarter
@@ -32,9 +39,15 @@ from gds_zarr import settings
 from gds_zarr._device import CudaTarget, on_cuda_target, wait_before_external_write
 from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
-from gds_zarr.io._cpu import group_requests, not_a_file, resolve_ranges, temp_path_for
+from gds_zarr.io._cpu import (
+    group_requests,
+    not_a_file,
+    read_scattered,
+    resolve_ranges,
+    temp_path_for,
+)
 from gds_zarr.planning.ranges import ReadPlan, plan_reads
-from gds_zarr.planning.staging import READ_ALIGN, align_reads, current_payload
+from gds_zarr.planning.staging import READ_ALIGN, ReadLayout, current_payload, layout_reads
 
 __all__ = ["KvikioIOBackend", "handle_cache_limit"]
 
@@ -260,17 +273,23 @@ class KvikioIOBackend:
         sizes = np.array([s for _, s, _ in stated], dtype=np.int64)
         present_file = sizes >= 0
         lo, hi = resolve_ranges(starts, stops, np.maximum(sizes, 0)[file_of])
-        # Reads widened to 4 KiB pages at 4 KiB destinations (planning/staging.py): cuFile
-        # moves such reads by DMA, and whole chunk files land aligned for nvCOMP. A read of one
-        # chunk that is bounced anyway lands with its decode input aligned (zlib: no repack).
-        plan = align_reads(plan_reads(file_of, lo, hi, max_gap=max_gap, max_size=max_size),
-                           hi - lo, np.maximum(sizes, 0), payload=current_payload(),
-                           dma_min=_dma_min())
+        # Reads cuFile moves by DMA at 4 KiB pages and destinations; every other read (all of
+        # them in compat mode) on the host into pinned memory, each request placed so that its
+        # decode input is aligned for nvCOMP, then one copy (planning/staging.py): nothing is
+        # re-packed on the device but inner chunks read by DMA.
+        layout = layout_reads(plan_reads(file_of, lo, hi, max_gap=max_gap, max_size=max_size),
+                              hi - lo, np.maximum(sizes, 0), payload=current_payload(),
+                              dma_min=_dma_min())
+        plan = layout.dma
         # CuPy's pool aligns blocks to 512 B only: take a page more and start at a page.
-        raw = cp.empty(plan.total_size + READ_ALIGN, dtype=cp.uint8)
+        raw = cp.empty(layout.total_size + READ_ALIGN, dtype=cp.uint8)
         shift = -raw.data.ptr % READ_ALIGN
-        data = raw[shift : shift + plan.total_size]
+        data = raw[shift : shift + layout.total_size]
         opened = 0
+        host_bytes = 0
+        if layout.host.ncalls:
+            host_bytes = self._read_on_host(layout, [p for p, _, _ in stated], sizes, data)
+            opened += len(np.unique(layout.host.call_file))
         if plan.nreads:
             _configure_kvikio(plan.nreads, plan.total_size)
             # CuPy's pool may hand out a block that queued kernels still read (a previous
@@ -284,12 +303,29 @@ class KvikioIOBackend:
             bounds = np.append(first[::window], plan.nreads).tolist()
             for a, b in itertools.pairwise(bounds):
                 opened += self._read_window(plan, a, b, stated, files, data)
-        self.stats.add(files_opened=opened, reads=plan.nreads,
-                       bytes_read=int(plan.read_size.sum()),
+        self.stats.add(files_opened=opened, reads=plan.nreads + layout.host.ncalls,
+                       bytes_read=int(plan.read_size.sum()) + host_bytes,
                        requests=n)
-        return BatchRead(data=data, offsets=plan.request_dest, sizes=hi - lo,
+        return BatchRead(data=data, offsets=layout.request_dest, sizes=hi - lo,
                          present=present_file[file_of], device="gpu",
                          nbytes_staged=int(raw.nbytes))
+
+    @staticmethod
+    def _read_on_host(layout: ReadLayout, real: list[str], sizes: np.ndarray,
+                      data: Any) -> int:
+        """The host reads of ``layout`` into pinned memory, copied to ``data[:host_size]`` on
+        the current stream; bytes read. The copy is waited for: CuPy's pinned pool would hand
+        the buffer out again at once."""
+        import cupy as cp
+        import cupyx
+
+        pinned = cupyx.empty_pinned((layout.host_size,), np.uint8)
+        got = read_scattered(real, layout.host, pinned, file_sizes=sizes.tolist())
+        stream = cp.cuda.get_current_stream()
+        cp.cuda.runtime.memcpyAsync(data.data.ptr, pinned.ctypes.data, layout.host_size,
+                                    cp.cuda.runtime.memcpyHostToDevice, stream.ptr)
+        stream.synchronize()
+        return got
 
     def _read_window(self, plan: ReadPlan, a: int, b: int,
                      stated: list[tuple[str, int, Any]], files: list[str], data: Any) -> int:

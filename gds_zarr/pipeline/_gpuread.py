@@ -139,7 +139,7 @@ def batch_costs(steps: Any, encoded: np.ndarray, decoded_nbytes: int,
 
 def read_payload(steps: Any, src_device: str) -> Any:
     """Where nvCOMP's input lies in each chunk of a chain the GPU decodes (for the reads'
-    layout, ``staging.align_reads``); None for host reads and chains it does not hand over."""
+    layout, ``staging.layout_reads``); None for host reads and chains it does not hand over."""
     if src_device != "gpu":
         return None
     from gds_zarr.planning.staging import chain_payload

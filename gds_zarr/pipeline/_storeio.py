@@ -134,8 +134,8 @@ async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops
     size_hint
         Expected size of a whole value (see ``GDSStore.read_batch``).
     payload
-        Where nvCOMP's input lies in every request (``staging.chain_payload``): on the GPU, a
-        chunk read by itself lands with it aligned (see ``staging.align_reads``).
+        Where nvCOMP's input lies in every request (``staging.chain_payload``): on the GPU,
+        reads that are not moved by DMA land with it aligned (see ``staging.layout_reads``).
     """
     if is_gds_store(store):
         read = functools.partial(_read_batch, store, list(keys), starts, stops, device,

@@ -50,7 +50,7 @@ class ReadPlan:
         the staging buffer (0 for empty requests).
     total_size
         Bytes the staging buffer must hold: the sum of ``read_size`` for the packed reads of
-        :func:`plan_reads`; more where :func:`~gds_zarr.planning.staging.align_reads` widens
+        :func:`plan_reads`; more where :func:`~gds_zarr.planning.staging.layout_reads` widens
         them to pages and pads their destinations.
     """
 

@@ -3,20 +3,20 @@
 One batch on the GPU holds up to three staging areas, all laid out here so that the I/O backend,
 the decoder and the budget agree without moving bytes twice:
 
-* **read staging** (:func:`align_reads`): every coalesced kvikio read lands at a multiple of
-  :data:`READ_ALIGN` (4 KiB) and starts at a 4 KiB-aligned file offset. cuFile moves data by DMA
-  straight into device memory only for such reads; others go through its bounce buffers. A read
-  is widened down to the page boundary before its first byte and up to the next one after its
-  last (never past the end of the file), so a request's bytes keep their place relative to the
-  page: a whole chunk file lands at a 4 KiB boundary, which is aligned for every nvCOMP format.
+* **read staging** (:func:`layout_reads`): a read that cuFile moves by DMA (GDS, at least
+  kvikio's ``gds_threshold``) lands at a multiple of :data:`READ_ALIGN` (4 KiB) and starts at a
+  4 KiB-aligned file offset, widened to whole pages (never past the end of the file), so a
+  request's bytes keep their place relative to the page: a whole chunk file lands at a 4 KiB
+  boundary, aligned for every nvCOMP format. Every other read (all of them in kvikio's compat
+  mode) goes through a host bounce buffer anyway, so it is read on the host into a pinned
+  buffer with ``preadv``, every request scattered to its own slot, then copied to the device
+  once: each decode input lands at nvCOMP's alignment, wherever the file put it (a shard's
+  inner chunks, zlib's input 2 bytes in).
 * **decode inputs** (:func:`input_layout`): an entry nvCOMP decodes must start at the codec's
   required decompression alignment (nvCOMP 6.0: Zstd 8, Gzip 8, LZ4 4, Deflate 4). Entries that
-  already do (whole chunks, LZ4 after its 4-byte prefix) are decoded where they were read;
-  only the others (inner chunks of a coalesced shard read, zlib after its 2-byte header) are
-  gathered into a packed, aligned buffer, whose size is returned so it can be counted. A read
-  that serves one request and does not go by DMA anyway (kvikio's compat mode, or below its
-  ``gds_threshold``) is placed so that its decode input (:class:`Payload`) lands aligned:
-  nothing to gather (``align_reads(..., payload=..., dma_min=...)``).
+  do (every host-staged one, whole chunk files, LZ4 after its 4-byte prefix) are decoded where
+  they were read; only the others (inner chunks of a shard read by DMA, zlib files read by DMA)
+  are gathered into a packed, aligned buffer, whose size is returned so it can be counted.
 * **decode outputs** (:func:`output_layout`): one slot per chunk at a multiple of the alignment.
   When the decoded size is a multiple of it (every power-of-two chunk), the slots are exactly the
   ``(n, decoded_nbytes)`` rows the pipeline scatters from: nvCOMP writes the rows in place.
@@ -38,17 +38,21 @@ import numpy as np
 from gds_zarr.planning.ranges import ReadPlan
 
 __all__ = [
+    "DEFAULT_PAYLOAD",
+    "IOV_SEGMENTS",
     "PAYLOADS",
     "READ_ALIGN",
+    "HostReads",
     "InputLayout",
     "OutputLayout",
     "Payload",
-    "align_reads",
+    "ReadLayout",
     "align_up",
     "batch_staging_bytes",
     "chain_payload",
     "current_payload",
     "input_layout",
+    "layout_reads",
     "output_layout",
     "reading_for",
     "unit_staging_bytes",
@@ -98,7 +102,7 @@ _PAYLOAD: contextvars.ContextVar[Payload | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def reading_for(payload: Payload | None) -> Iterator[None]:
-    """Lay the reads of the enclosed block out for ``payload`` (see :func:`align_reads`)."""
+    """Lay the reads of the enclosed block out for ``payload`` (see :func:`layout_reads`)."""
     token = _PAYLOAD.set(payload)
     try:
         yield
@@ -120,10 +124,84 @@ def align_up(x: np.ndarray | int, align: int) -> np.ndarray | int:
     return -(-int(x) // align) * align
 
 
-def align_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarray,
-                align: int = READ_ALIGN, *, payload: Payload | None = None,
-                dma_min: int | None = 0) -> ReadPlan:
-    """Widen every read of ``plan`` to whole pages and place it at an aligned destination.
+DEFAULT_PAYLOAD = Payload(0, 16)
+"""Placement of host-staged requests whose chain hands nvCOMP nothing (shard indexes, raw
+chunks, Blosc frames): 16 bytes, the most any nvCOMP format asks."""
+
+IOV_SEGMENTS = 512
+"""Most segments one host read scatters (each may take a gap iovec after it: 1024, Linux's
+``IOV_MAX``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostReads:
+    """Reads done on the host into a pinned buffer, each request at its own aligned place.
+
+    A call is one ``preadv`` of a run of a file: its segments in file order, every one
+    scattered to its destination, the bytes between two segments to a scratch buffer.
+
+    Attributes
+    ----------
+    seg_offset, seg_size, seg_dest
+        int64 per segment (distinct requests, sorted by file and offset): where in the file,
+        how many bytes, where in the staging buffer.
+    call_file
+        int64 per call: the caller's file id.
+    call_bounds
+        int64, ``ncalls + 1`` entries: call ``c`` scatters segments
+        ``call_bounds[c]:call_bounds[c + 1]``, which never overlap and lie in file order.
+    """
+
+    seg_offset: np.ndarray
+    seg_size: np.ndarray
+    seg_dest: np.ndarray
+    call_file: np.ndarray
+    call_bounds: np.ndarray
+
+    @property
+    def ncalls(self) -> int:
+        return len(self.call_file)
+
+    def gaps(self) -> np.ndarray:
+        """int64 per segment: bytes between its end and the next segment of its call (0 for
+        the last of a call)."""
+        gap = np.zeros(len(self.seg_offset), np.int64)
+        if len(gap) > 1:
+            gap[:-1] = self.seg_offset[1:] - (self.seg_offset[:-1] + self.seg_size[:-1])
+        gap[self.call_bounds[1:] - 1] = 0
+        return gap
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLayout:
+    """Where every read of one GPU batch lands: :func:`layout_reads`.
+
+    Attributes
+    ----------
+    dma
+        The reads cuFile moves by DMA, widened to pages at page destinations, all at or after
+        ``host_size`` (its ``request_dest`` and ``total_size`` are the batch's).
+    host
+        The host-staged reads: their destinations lie below ``host_size``.
+    request_dest
+        int64 per request, in the caller's order: where its bytes start (0 for empty ones).
+    host_size
+        Bytes ``[0, host_size)`` of the staging buffer, filled from the host by one copy.
+    total_size
+        Bytes the staging buffer holds.
+    """
+
+    dma: ReadPlan
+    host: HostReads
+    request_dest: np.ndarray
+    host_size: int
+    total_size: int
+
+
+def layout_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarray,
+                 align: int = READ_ALIGN, *, payload: Payload | None = None,
+                 dma_min: int | None = 0) -> ReadLayout:
+    """Lay out the reads of ``plan`` for the device: by DMA at pages, the rest placed.
 
     Parameters
     ----------
@@ -136,12 +214,7 @@ def align_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarra
     align
         Page size; a power of two.
     payload
-        Where the decode input lies in every request. A read that serves ONE request and goes
-        through a bounce buffer anyway (``dma_min``) gains nothing from pages: it reads exactly
-        that request, placed ``(-payload.offset) % payload.align`` bytes into its page, so that
-        the input lands at a multiple of ``payload.align`` (zlib's, 2 bytes in: nvCOMP reads it
-        in place instead of from a packed copy). Reads of several requests (a shard's inner
-        chunks) keep their pages: their inputs lie where the file puts them.
+        Where the decode input lies in every request (default :data:`DEFAULT_PAYLOAD`).
     dma_min
         The smallest read cuFile moves by DMA (kvikio's ``gds_threshold``; 0: every read);
         None: none does (kvikio's compat mode: POSIX reads into a host bounce buffer, then a
@@ -149,43 +222,78 @@ def align_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarra
 
     Returns
     -------
-    ReadPlan
-        The same reads, each starting at a page of its file (``read_offset``), covering whole
-        pages except at the end of a file (``read_size``), at a multiple of ``align`` in the
-        staging buffer (``read_dest``, ``total_size``). Request ``i``'s bytes are
-        ``staging[request_dest[i] : request_dest[i] + size]``, as in ``plan``; only the places
-        differ.
+    ReadLayout
+        A read that cuFile moves by DMA (widened to whole pages, at least ``dma_min``) starts
+        at a page of its file and lands at a multiple of ``align``: a whole chunk file lands
+        aligned for every format; requests inside it keep their place relative to the page.
+        Every other read goes through a bounce buffer anyway, so pages gain it nothing: it is
+        read on the host, every distinct request of it to its own slot, placed
+        ``(-payload.offset) % payload.align`` bytes past a multiple of ``payload.align`` so
+        that its decode input lands aligned (zlib's 2 bytes in; a shard's inner chunks at
+        whatever offsets the file gives them): nvCOMP reads every one in place. Requests that
+        are the same range share a slot.
     """
     if align <= 0 or align & (align - 1):
         raise ValueError(f"alignment must be a power of two, got {align}")
+    payload = payload or DEFAULT_PAYLOAD
     sizes = np.asarray(request_sizes, np.int64)
     n = len(plan.request_dest)
+    z = np.zeros(0, np.int64)
     if plan.nreads == 0:
-        return ReadPlan.empty(n)
+        return ReadLayout(ReadPlan.empty(n), HostReads(z, z, z, z, np.zeros(1, np.int64)),
+                          np.zeros(n, np.int64), 0, 0)
     off = plan.read_offset.astype(np.int64)
     end = off + plan.read_size
     lo = off & ~np.int64(align - 1)
     fsize = np.asarray(file_sizes, np.int64)[plan.read_file]
     hi = np.minimum(align_up(end, align), np.maximum(fsize, end))
-    size = hi - lo
+    paged = hi - lo
+    by_dma = np.zeros(plan.nreads, bool) if dma_min is None else paged >= dma_min
     # Each request's read: the last read whose packed destination is at or before its own.
-    live = sizes > 0
-    old = plan.request_dest[live]
-    r = np.searchsorted(plan.read_dest, old, side="right") - 1
-    shift = np.zeros(plan.nreads, np.int64)
-    if payload is not None:
-        bounced = np.ones(plan.nreads, bool) if dma_min is None else size < dma_min
-        single = np.bincount(r, minlength=plan.nreads) == 1
-        placed = single & bounced
-        lo = np.where(placed, off, lo)
-        size = np.where(placed, plan.read_size, size)
-        shift[placed] = (-payload.offset) % payload.align
-    # shift < payload.align <= 16: a placed read still fits the pages unit_staging_bytes counts.
-    slot = align_up(size + shift, align)
-    dest = np.cumsum(slot) - slot + shift
+    live = np.flatnonzero(sizes > 0)
+    r = np.searchsorted(plan.read_dest, plan.request_dest[live], side="right") - 1
+    req_off = off[r] + (plan.request_dest[live] - plan.read_dest[r])
     req_dest = np.zeros(n, np.int64)
-    req_dest[live] = dest[r] + (off[r] - lo[r]) + (old - plan.read_dest[r])
-    return ReadPlan(plan.read_file.astype(np.int64), lo, size, dest, req_dest, int(slot.sum()))
+
+    # Host reads: distinct (read, offset, size) requests, in file order, each in a slot whose
+    # decode input is aligned; slots padded to the alignment keep the next one aligned too.
+    host = ~by_dma[r]
+    hr, ho, hs = r[host], req_off[host], sizes[live[host]]
+    order = np.lexsort((hs, ho, hr))
+    hr, ho, hs = hr[order], ho[order], hs[order]
+    first = np.ones(len(hr), bool)
+    first[1:] = (hr[1:] != hr[:-1]) | (ho[1:] != ho[:-1]) | (hs[1:] != hs[:-1])
+    seg = np.cumsum(first) - 1
+    so, ss, sr = ho[first], hs[first], hr[first]
+    padded = align_up(ss, payload.align)
+    shift = (-payload.offset) % payload.align
+    sd = np.cumsum(padded) - padded + shift
+    host_size = int(align_up(int(padded.sum()) + shift, align)) if len(ss) else 0
+    hidx = live[host][order]
+    req_dest[hidx] = sd[seg]
+    # A new preadv where the read changes, where a segment overlaps the one before (two
+    # requests sharing bytes), and every IOV_SEGMENTS segments.
+    starts_call = np.ones(len(so), bool)
+    starts_call[1:] = (sr[1:] != sr[:-1]) | (so[1:] < so[:-1] + ss[:-1])
+    run = np.cumsum(starts_call) - 1
+    idx_in_run = np.arange(len(so)) - np.flatnonzero(starts_call)[run]
+    starts_call |= idx_in_run % IOV_SEGMENTS == 0
+    bounds = np.append(np.flatnonzero(starts_call), len(so)).astype(np.int64)
+    hosted = HostReads(so, ss, sd.astype(np.int64), plan.read_file[sr[starts_call]].astype(
+        np.int64), bounds)
+
+    # DMA reads: whole pages, page destinations after the host area.
+    d = np.flatnonzero(by_dma)
+    slot = align_up(paged[d], align)
+    dest = host_size + np.cumsum(slot) - slot
+    dma_dest = np.zeros(plan.nreads, np.int64)
+    dma_dest[d] = dest
+    on_dma = ~host
+    req_dest[live[on_dma]] = (dma_dest[r[on_dma]] + (req_off[on_dma] - lo[r[on_dma]]))
+    total = host_size + int(slot.sum())
+    dma = ReadPlan(plan.read_file[d].astype(np.int64), lo[d], paged[d], dest.astype(np.int64),
+                   req_dest, total)
+    return ReadLayout(dma, hosted, req_dest, host_size, total)
 
 
 @dataclass(frozen=True, slots=True)
