@@ -17,6 +17,7 @@ import pytest
 
 from gds_zarr import settings
 from gds_zarr.errors import ChunkReadError
+from gds_zarr.io import _cpu as io_cpu
 from gds_zarr.io._cpu import read_scattered
 from gds_zarr.planning.ranges import plan_reads
 from gds_zarr.planning.staging import IOV_SEGMENTS, PAYLOADS, Payload, ReadLayout, layout_reads
@@ -53,8 +54,16 @@ def _check(lay: ReadLayout, out: np.ndarray, blobs: list[bytes], fid: np.ndarray
 
 @pytest.mark.parametrize("payload", [PAYLOADS["zstd"], PAYLOADS["zlib"], PAYLOADS["lz4"], None])
 @pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("libc", [True, False], ids=["libc-preadv", "os-preadv"])
 def test_every_request_lands_placed_with_its_bytes(tmp_path: Path, payload: Payload | None,
-                                                   seed: int) -> None:
+                                                   seed: int, libc: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through libc's preadv and an iovec table, and through the segment-by-segment path
+    taken where ctypes finds no preadv."""
+    if libc:
+        assert io_cpu._libc_preadv() is not None  # Linux: the table path is what runs
+    else:
+        monkeypatch.setattr(io_cpu, "_libc_preadv", lambda: None)
     rng = np.random.default_rng(seed)
     paths, blobs = _files(tmp_path, [int(rng.integers(1, 300_000)) for _ in range(5)], seed)
     n = 200
@@ -122,3 +131,16 @@ def test_nothing_to_read() -> None:
                                   np.zeros(0, np.int64)), np.zeros(0, np.int64),
                        np.zeros(0, np.int64), dma_min=None)
     assert read_scattered([], lay.host, np.zeros(0, np.uint8), file_sizes=[]) == 0
+
+
+def test_out_too_small_or_not_bytes_is_refused(tmp_path: Path) -> None:
+    """The iovec table holds raw addresses: a buffer the layout does not fit is refused before
+    any read."""
+    paths, _ = _files(tmp_path, [10_000])
+    lay = _layout(paths, np.zeros(2, np.int64), np.array([0, 5000]), np.array([4000, 9000]),
+                  None)
+    with pytest.raises(ValueError, match="bytes of out"):
+        read_scattered(paths, lay.host, np.zeros(lay.host_size // 2, np.uint8),
+                       file_sizes=[10_000])
+    with pytest.raises(ValueError, match="uint8"):
+        read_scattered(paths, lay.host, np.zeros(lay.host_size, np.uint16), file_sizes=[10_000])

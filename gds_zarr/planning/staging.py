@@ -258,9 +258,14 @@ def layout_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarr
     # Host reads: distinct (read, offset, size) requests, in file order, each in a slot whose
     # decode input is aligned; slots padded to the alignment keep the next one aligned too.
     host = ~by_dma[r]
-    hr, ho, hs = r[host], req_off[host], sizes[live[host]]
-    order = np.lexsort((hs, ho, hr))
-    hr, ho, hs = hr[order], ho[order], hs[order]
+    hidx = live[host]
+    hr, ho, hs = r[host], req_off[host], sizes[hidx]
+    # The packed destination orders requests by (read, offset): callers mostly ask in file
+    # order (a shard's chunks), and then no sort is needed.
+    packed = plan.request_dest[hidx]
+    if len(packed) > 1 and not (packed[1:] > packed[:-1]).all():
+        order = np.lexsort((hs, packed))
+        hidx, hr, ho, hs = hidx[order], hr[order], ho[order], hs[order]
     first = np.ones(len(hr), bool)
     first[1:] = (hr[1:] != hr[:-1]) | (ho[1:] != ho[:-1]) | (hs[1:] != hs[:-1])
     seg = np.cumsum(first) - 1
@@ -269,15 +274,16 @@ def layout_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarr
     shift = (-payload.offset) % payload.align
     sd = np.cumsum(padded) - padded + shift
     host_size = int(align_up(int(padded.sum()) + shift, align)) if len(ss) else 0
-    hidx = live[host][order]
     req_dest[hidx] = sd[seg]
     # A new preadv where the read changes, where a segment overlaps the one before (two
     # requests sharing bytes), and every IOV_SEGMENTS segments.
     starts_call = np.ones(len(so), bool)
     starts_call[1:] = (sr[1:] != sr[:-1]) | (so[1:] < so[:-1] + ss[:-1])
-    run = np.cumsum(starts_call) - 1
-    idx_in_run = np.arange(len(so)) - np.flatnonzero(starts_call)[run]
-    starts_call |= idx_in_run % IOV_SEGMENTS == 0
+    run_first = np.flatnonzero(starts_call)
+    run_len = np.diff(np.append(run_first, len(so)))
+    if run_len.max(initial=0) > IOV_SEGMENTS:
+        within = np.arange(len(so)) - np.repeat(run_first, run_len)
+        starts_call |= within % IOV_SEGMENTS == 0
     bounds = np.append(np.flatnonzero(starts_call), len(so)).astype(np.int64)
     hosted = HostReads(so, ss, sd.astype(np.int64), plan.read_file[sr[starts_call]].astype(
         np.int64), bounds)
