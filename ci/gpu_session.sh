@@ -29,6 +29,9 @@
 #   gpu-tests   pytest tests_gpu -m "not fresh_process" (the happy paths, in one process)
 #                                      -> $OUT/pytest_gpu.log, $OUT/pytest_gpu.xml
 #   quick-bench python -m benchmarks --device gpu --quick -> $OUT/bench_quick.log, $OUT/bench/
+#   layout-ab   the quick sharded case, gds_zarr only, with GDS_ZARR_GPU_BOUNCED_READS=host
+#               (placed host reads, no gather) then =kvikio (kvikio at pages, device gather):
+#               decides issue 12's layout -> $OUT/bench_layout_host.log, _kvikio.log
 #   gpu-faults  pytest tests_gpu -m fresh_process (corrupt input to nvCOMP, a device fault: a
 #               child process per test) -> $OUT/pytest_gpu_faults.log, .xml
 #   cpu-tests   pytest tests           -> $OUT/pytest_cpu.log, $OUT/pytest_cpu.xml
@@ -42,7 +45,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-stages=(install info gpu-tests quick-bench gpu-faults cpu-tests full-bench)
+stages=(install info gpu-tests quick-bench layout-ab gpu-faults cpu-tests full-bench)
 from=install
 only=""
 budget=570
@@ -183,6 +186,14 @@ bench_stage() {  # bench_stage NAME CAP MIN LOGNAME ARGS...
 }
 if want quick-bench; then
   bench_stage quick-bench 240 90 bench_quick --quick --case-timeout 60
+fi
+if want layout-ab; then
+  for mode in host kvikio; do
+    export GDS_ZARR_GPU_BOUNCED_READS=$mode
+    bench_stage "layout-ab-$mode" 90 30 "bench_layout_$mode" --quick --cases sharded \
+      --readers gds_zarr --case-timeout 60
+  done
+  unset GDS_ZARR_GPU_BOUNCED_READS
 fi
 if want gpu-faults; then
   # ~40 child processes of a few seconds each (start, CuPy, one test): the stage gets room.

@@ -61,6 +61,13 @@ def _parse_device(value: str) -> str:
     return v
 
 
+def _parse_bounced_reads(value: str) -> str:
+    v = str(value).strip().lower()
+    if v not in ("host", "kvikio"):
+        raise ValueError(f"gpu_bounced_reads must be 'host' or 'kvikio', got {value!r}")
+    return v
+
+
 def _parse_seconds(value: float | str) -> float:
     if isinstance(value, bool):
         raise TypeError(f"expected a number of seconds, got {value!r}")
@@ -125,6 +132,12 @@ SETTINGS: Mapping[str, Setting] = {
                 "0 (auto)"),
         Setting("kvikio_task_size", lambda: 0, parse_bytes,
                 "kvikio task size for GPU reads; 0 sizes it from the workload.", "0 (auto)"),
+        Setting("gpu_bounced_reads", lambda: "host", _parse_bounced_reads,
+                "GPU reads that cuFile would not move by DMA (all of them in kvikio's compat "
+                "mode): 'host' reads them with preadv into pinned memory, every chunk placed "
+                "for nvCOMP, and copies once; 'kvikio' hands them to kvikio at pages, and a "
+                "shard's inner chunks are then gathered on the device (docs/gpu_decode.md).",
+                "host"),
         Setting("file_handle_cache_size", lambda: 128, _parse_int,
                 "Open kvikio CuFile handles kept per process (bounded, also by ulimit -n).",
                 "128"),

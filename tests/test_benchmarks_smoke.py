@@ -324,3 +324,11 @@ def test_profile_splits_the_read_time(tiny_run: tuple[subprocess.CompletedProces
         # The pipeline's counters ran: reads and decodes were timed, inside the wall time.
         assert reads > 0 and decode > 0 and zarr_part >= 0 and reads + decode <= wall
     assert "small-chunks" in capsys.readouterr().out
+
+
+def test_host_staged_benchmark_measures_both_reads(tmp_path: Path) -> None:
+    """``python -m benchmarks.host_staged`` on one small shard: both reads and the layout."""
+    from benchmarks.host_staged import measure
+
+    r = measure(str(tmp_path / "shard"), 64, 1024, 1)
+    assert set(r) == {"packed", "placed", "layout"} and all(v > 0 for v in r.values())

@@ -144,3 +144,16 @@ def test_out_too_small_or_not_bytes_is_refused(tmp_path: Path) -> None:
                        file_sizes=[10_000])
     with pytest.raises(ValueError, match="uint8"):
         read_scattered(paths, lay.host, np.zeros(lay.host_size, np.uint16), file_sizes=[10_000])
+
+
+def test_the_setting_can_hand_every_gpu_read_to_kvikio(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gpu_bounced_reads='kvikio'`` (the layout before issue 12, kept to compare on a GPU):
+    every read goes to kvikio at its pages; a bad value is refused."""
+    from gds_zarr.io import _gpu as kvikio_backend
+
+    with settings.set(gpu_bounced_reads="kvikio"):
+        assert kvikio_backend._dma_min() == 0
+    monkeypatch.setenv("GDS_ZARR_GPU_BOUNCED_READS", "Kvikio")
+    assert settings.get("gpu_bounced_reads") == "kvikio"
+    with pytest.raises(ValueError, match="'host' or 'kvikio'"):
+        settings.set(gpu_bounced_reads="dma")

@@ -597,3 +597,41 @@ async def test_remote_reads_never_block_the_event_loop(tmp_path: Path) -> None:
         assert ticks >= 20  # 0.5 s of stall: the loop ran on (blocked, it would be ~1)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("server", ["s3", "http"])
+def test_host_staged_gpu_batches_are_placed_for_nvcomp(server: str, s3: str, http: RangeServer,
+                                                        http_root: Path) -> None:
+    """The host-staged device backends ask the CPU backend for a batch laid out for nvCOMP:
+    every request its own slot with its decode input aligned, from coalesced ranges, whole
+    objects, prefetched tails and duplicates alike; missing and empty requests as before."""
+    from gds_zarr.planning.staging import PAYLOADS
+
+    rng = np.random.default_rng(4)
+    data = {k: rng.bytes(n) for k, n in (("shard", 60_000), ("a", 777), ("b", 5000))}
+    prefix = f"placed-{uuid.uuid4().hex}"
+    for k, v in data.items():
+        (http_root / prefix / k).parent.mkdir(parents=True, exist_ok=True)
+        (http_root / prefix / k).write_bytes(v)
+    upload(s3, http_root / prefix, prefix)
+    store = s3_store(s3, prefix) if server == "s3" else GDSStore(f"{http.url}/{prefix}")
+    backend = store._backend("cpu")  # the host backend the device backends stage through
+    # Inner chunks back to back (one coalesced GET), one after a gap, a duplicate, an empty
+    # range, whole objects by the size hint, a missing object, the shard index (a suffix).
+    keys = [store.location.path(k)  # type: ignore[attr-defined]
+            for k in ["shard"] * 6 + ["a", "b", "missing", "shard"]]
+    starts = np.array([0, 1001, 2003, 9000, 1001, 5, 0, 0, 0, -16])
+    stops = np.array([1001, 2003, 3007, 9100, 2003, 5, -1, -1, -1, -1])
+    want = [data["shard"][a:b] for a, b in zip(starts[:6], stops[:6], strict=True)]
+    want += [data["a"], data["b"], None, data["shard"][-16:]]
+    for payload in (PAYLOADS["zstd"], PAYLOADS["zlib"], PAYLOADS["lz4"]):
+        for rounds in range(2):  # the second read finds the index's tail prefetched
+            b = backend.read_batch(keys, starts, stops, size_hint=8192, place=payload)
+            got = [bytes(b.view(i)) if b.present[i] else None for i in range(len(keys))]
+            assert got == want, (payload, rounds)
+            live = b.sizes > 0
+            assert ((b.offsets[live] + payload.offset) % payload.align == 0).all()
+            assert b.offsets[4] == b.offsets[1]  # the duplicate shares its slot
+        plain = backend.read_batch(keys, starts, stops, size_hint=8192)
+        assert [bytes(plain.view(i)) if plain.present[i] else None
+                for i in range(len(keys))] == want

@@ -188,8 +188,10 @@ def _configure_kvikio(nreads: int, total: int) -> None:
 def _dma_min() -> int | None:
     """The smallest read kvikio hands to cuFile's DMA path: None in compat mode (every read is
     a POSIX read into a host bounce buffer, then a copy), else its ``gds_threshold`` (smaller
-    reads go through a bounce buffer too). Unknown: 0, every read counts as DMA (nothing is
-    placed off its page)."""
+    reads go through a bounce buffer too). Unknown, or the ``gpu_bounced_reads`` setting
+    'kvikio': 0, every read goes to kvikio at its pages (nothing is read on the host)."""
+    if settings.get("gpu_bounced_reads") == "kvikio":
+        return 0
     try:
         import kvikio.defaults
 

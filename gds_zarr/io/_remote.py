@@ -48,6 +48,7 @@ from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
 from gds_zarr.io._cpu import group_requests
 from gds_zarr.planning.ranges import MAX_OFFSET, plan_reads
+from gds_zarr.planning.staging import Payload, place_requests
 
 __all__ = ["ObstoreIOBackend", "describe_error", "run_async"]
 
@@ -208,6 +209,23 @@ class _PastEnd(Exception):
     known."""
 
 
+def _placed(bodies: Sequence[Any], body_dest: np.ndarray, offsets: np.ndarray,
+            sizes: np.ndarray, place: Payload) -> np.ndarray:
+    """Copy each distinct request out of its body into a slot placed for ``place``; rewrite
+    ``offsets`` (their places in the bodies back to back, as concatenated) to the slots."""
+    live = np.flatnonzero(sizes > 0)
+    order, first, dest, nbytes = place_requests(offsets[live], sizes[live], place)
+    data = np.empty(nbytes, dtype=np.uint8)
+    out = memoryview(data)
+    uniq = live[order][first]
+    body = np.searchsorted(body_dest, offsets[uniq], side="right") - 1
+    for b, w, size, d in zip(body.tolist(), (offsets[uniq] - body_dest[body]).tolist(),
+                             sizes[uniq].tolist(), dest[order][first].tolist(), strict=True):
+        out[d: d + size] = memoryview(bodies[b]).cast("B")[w: w + size]
+    offsets[live] = dest
+    return data
+
+
 class ObstoreIOBackend:
     """CPU backend over an obstore store (see the module docstring).
 
@@ -244,6 +262,7 @@ class ObstoreIOBackend:
         max_size: int | None = None,
         size_hint: int | None = None,
         resolve_link: Callable[[str], str] | None = None,
+        place: Payload | None = None,
     ) -> BatchRead:
         """Read every request into one numpy uint8 buffer, all requests in flight at once.
 
@@ -263,6 +282,11 @@ class ObstoreIOBackend:
             body); an object that fills the range is read again whole.
         resolve_link
             Accepted for the shared interface (object stores have no links).
+        place
+            Lay the buffer out for the GPU (the host-staged device backends): every distinct
+            request gets its own slot, placed so that its decode input lands aligned for
+            nvCOMP (:func:`~gds_zarr.planning.staging.place_requests`), instead of the bodies
+            back to back; the bodies are copied once either way.
 
         Returns
         -------
@@ -317,8 +341,6 @@ class ObstoreIOBackend:
         dest = np.zeros(len(bodies), dtype=np.int64)
         if len(bodies) > 1:
             np.cumsum(lengths[:-1], out=dest[1:])
-        parts = [np.frombuffer(b, dtype=np.uint8) for b in bodies if len(b)]
-        data = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
         offsets = np.zeros(n, dtype=np.int64)
         sizes = np.zeros(n, dtype=np.int64)
         if len(b_idx):
@@ -336,7 +358,12 @@ class ObstoreIOBackend:
         present = present_file[file_of]
         sizes[~present] = 0
         offsets[~present] = 0
-        self.stats.add(files_opened=len(files), reads=fetches, bytes_read=int(data.nbytes),
+        if place is None:
+            parts = [np.frombuffer(b, dtype=np.uint8) for b in bodies if len(b)]
+            data = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
+        else:
+            data = _placed(bodies, dest, offsets, sizes, place)
+        self.stats.add(files_opened=len(files), reads=fetches, bytes_read=int(lengths.sum()),
                        requests=n)
         return BatchRead(data=data, offsets=offsets, sizes=sizes, present=present,
                          device="cpu", nbytes_staged=int(data.nbytes))

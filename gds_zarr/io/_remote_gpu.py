@@ -14,7 +14,8 @@ it); :func:`remote_gpu_backend` builds the backend:
   is issued as ``RemoteFile.pread`` into its slice before any is waited on; kvikio's thread pool
   overlaps them and writes the bytes to the device without a host copy of the batch.
 * :class:`HostStagedIOBackend` (GCS, Azure, S3 configured through ``storage_options`` only,
-  kvikio without remote support): the CPU backend's batch, then one ``cupy.asarray``. The
+  kvikio without remote support): the CPU backend's batch, every request placed for nvCOMP as
+  the bodies are copied into it, then one ``cupy.asarray``. The
   kvikio backend takes this path too for a batch whose ranges all lie in tails that the
   shard-index round prefetched (``remote_prefetch``): no request, one copy.
 
@@ -42,6 +43,7 @@ from gds_zarr.io._base import IOStats
 from gds_zarr.io._cpu import group_requests, resolve_ranges
 from gds_zarr.io._remote import ObstoreIOBackend, describe_error, run_async
 from gds_zarr.planning.ranges import plan_reads
+from gds_zarr.planning.staging import DEFAULT_PAYLOAD, current_payload
 
 __all__ = ["HOST_STAGED_MAX", "HostStagedIOBackend", "KvikioRemoteIOBackend",
            "remote_gpu_backend", "remote_gpu_choice", "staged_on_host"]
@@ -128,11 +130,13 @@ class HostStagedIOBackend:
 
     def read_batch(self, paths: Sequence[str], starts: np.ndarray, stops: np.ndarray,
                    **kw: Any) -> BatchRead:
-        """The CPU batch with its one buffer copied to a CuPy array (arguments as the CPU
-        backend's)."""
+        """The CPU batch, laid out for nvCOMP (each request placed so that its decode input is
+        aligned: nothing to re-pack on the device), with its one buffer copied to a CuPy array
+        (arguments as the CPU backend's)."""
         import cupy as cp
 
-        b = self.cpu.read_batch(paths, starts, stops, **kw)
+        b = self.cpu.read_batch(paths, starts, stops,
+                                place=current_payload() or DEFAULT_PAYLOAD, **kw)
         return BatchRead(data=cp.asarray(b.data), offsets=b.offsets, sizes=b.sizes,
                          present=b.present, device="gpu", nbytes_staged=b.nbytes_staged)
 

@@ -54,6 +54,7 @@ __all__ = [
     "input_layout",
     "layout_reads",
     "output_layout",
+    "place_requests",
     "reading_for",
     "unit_staging_bytes",
 ]
@@ -198,6 +199,50 @@ class ReadLayout:
     total_size: int
 
 
+def place_requests(keys: np.ndarray, sizes: np.ndarray, payload: Payload
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Give every distinct request its own slot, placed so that its decode input is aligned.
+
+    Parameters
+    ----------
+    keys
+        int64 per request: where its bytes lie in some packed order of the source (a packed
+        read plan's destination, an offset into concatenated bodies). Requests with equal key
+        and size are the same bytes and share a slot.
+    sizes
+        int64 per request, all positive.
+    payload
+        Where the decode input lies in every request: each slot starts
+        ``(-payload.offset) % payload.align`` bytes past a multiple of ``payload.align``, and
+        is padded to a multiple of it, so the next slot is placed too.
+
+    Returns
+    -------
+    tuple
+        ``(order, first, dest, nbytes)``: the permutation sorting the requests by key (no sort
+        where they come sorted, as a shard's chunks do), a bool per sorted request that opens
+        a slot (the others repeat the one before), each request's slot start in the caller's
+        order, and the bytes the slots span from 0.
+    """
+    keys = np.asarray(keys, np.int64)
+    sizes = np.asarray(sizes, np.int64)
+    n = len(keys)
+    if n > 1 and not (keys[1:] > keys[:-1]).all():
+        order = np.lexsort((sizes, keys))
+    else:
+        order = np.arange(n)
+    k, z = keys[order], sizes[order]
+    first = np.ones(n, bool)
+    first[1:] = (k[1:] != k[:-1]) | (z[1:] != z[:-1])
+    padded = align_up(z[first], payload.align)
+    assert isinstance(padded, np.ndarray)
+    shift = (-payload.offset) % payload.align
+    slot_dest = np.cumsum(padded) - padded + shift
+    dest = np.empty(n, np.int64)
+    dest[order] = slot_dest[np.cumsum(first) - 1]
+    return order, first, dest, int(padded.sum()) + shift if n else 0
+
+
 def layout_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarray,
                  align: int = READ_ALIGN, *, payload: Payload | None = None,
                  dma_min: int | None = 0) -> ReadLayout:
@@ -255,26 +300,16 @@ def layout_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarr
     req_off = off[r] + (plan.request_dest[live] - plan.read_dest[r])
     req_dest = np.zeros(n, np.int64)
 
-    # Host reads: distinct (read, offset, size) requests, in file order, each in a slot whose
-    # decode input is aligned; slots padded to the alignment keep the next one aligned too.
+    # Host reads: distinct requests in file order (the packed destination orders them by
+    # read and offset), each in a slot placed for the payload.
     host = ~by_dma[r]
     hidx = live[host]
     hr, ho, hs = r[host], req_off[host], sizes[hidx]
-    # The packed destination orders requests by (read, offset): callers mostly ask in file
-    # order (a shard's chunks), and then no sort is needed.
-    packed = plan.request_dest[hidx]
-    if len(packed) > 1 and not (packed[1:] > packed[:-1]).all():
-        order = np.lexsort((hs, packed))
-        hidx, hr, ho, hs = hidx[order], hr[order], ho[order], hs[order]
-    first = np.ones(len(hr), bool)
-    first[1:] = (hr[1:] != hr[:-1]) | (ho[1:] != ho[:-1]) | (hs[1:] != hs[:-1])
-    seg = np.cumsum(first) - 1
-    so, ss, sr = ho[first], hs[first], hr[first]
-    padded = align_up(ss, payload.align)
-    shift = (-payload.offset) % payload.align
-    sd = np.cumsum(padded) - padded + shift
-    host_size = int(align_up(int(padded.sum()) + shift, align)) if len(ss) else 0
-    req_dest[hidx] = sd[seg]
+    order, first, dest_h, nbytes = place_requests(plan.request_dest[hidx], hs, payload)
+    req_dest[hidx] = dest_h
+    hr, ho, hs = hr[order], ho[order], hs[order]
+    so, ss, sr, sd = ho[first], hs[first], hr[first], dest_h[order][first]
+    host_size = int(align_up(nbytes, align)) if len(ss) else 0
     # A new preadv where the read changes, where a segment overlaps the one before (two
     # requests sharing bytes), and every IOV_SEGMENTS segments.
     starts_call = np.ones(len(so), bool)
@@ -285,8 +320,7 @@ def layout_reads(plan: ReadPlan, request_sizes: np.ndarray, file_sizes: np.ndarr
         within = np.arange(len(so)) - np.repeat(run_first, run_len)
         starts_call |= within % IOV_SEGMENTS == 0
     bounds = np.append(np.flatnonzero(starts_call), len(so)).astype(np.int64)
-    hosted = HostReads(so, ss, sd.astype(np.int64), plan.read_file[sr[starts_call]].astype(
-        np.int64), bounds)
+    hosted = HostReads(so, ss, sd, plan.read_file[sr[starts_call]].astype(np.int64), bounds)
 
     # DMA reads: whole pages, page destinations after the host area.
     d = np.flatnonzero(by_dma)
@@ -404,9 +438,12 @@ def unit_staging_bytes(encoded_nbytes: np.ndarray, decoded_nbytes: int, *,
     -------
     numpy.ndarray
         int64 per chunk: its read staging (as its own read: the worst case for padding), a
-        packed input copy, its output slot, and its row when the rows are not the slots. Not
-        counted, as on the CPU: gap bytes a coalesced read takes along, and the one page per
-        batch the I/O backend adds to start its buffer at a page.
+        packed input copy, its output slot, and its row when the rows are not the slots. A
+        host-staged chunk's pinned host copy (at most its size plus 15 bytes) lives only
+        while the batch is read, before any slot or row exists, and such a chunk needs no
+        packed copy: the packed term covers it. Not counted, as on the CPU: gap bytes a
+        coalesced read takes along, and the one page per batch the I/O backend adds to start
+        its buffer at a page (and the host area's rounding to one).
     """
     enc = np.asarray(encoded_nbytes, np.int64)
     reads = align_up(enc + read_align - 1, read_align)
