@@ -681,27 +681,19 @@ class PosixIOBackend:
         rd = plan.read_dest.tolist()
 
         def read_part(a: int, b: int) -> int:
-            own_file, own_fd = -1, -1  # a file this task reopened (reads are sorted by file)
+            # More files than the descriptor budget: this task reopens them (sorted by file).
+            reopened = _Reopener(files, sizes.tolist(), resolve_link)
             try:
                 for r in range(a, b):
                     if cancel.is_set():
                         return 0
                     f = rf[r]
                     fd = int(fds[f])
-                    if fd < 0:  # more files than the descriptor budget: reopen here
-                        if f != own_file:
-                            if own_fd >= 0:
-                                os.close(own_fd)
-                                own_fd = -1
-                            own_fd, size = _open_one(files[f], resolve_link)
-                            own_file = f
-                            if size != sizes[f]:
-                                raise ChunkReadError(files[f], "file changed while being read")
-                        fd = own_fd
+                    if fd < 0:
+                        fd = reopened.fd(f)
                     _pread_full(fd, view[rd[r] : rd[r] + rs[r]], ro[r], files[f])
             finally:
-                if own_fd >= 0:
-                    os.close(own_fd)
+                reopened.close()
             return sum(rs[a:b])
 
         costs = plan.read_size + 65536  # a syscall costs about as much as 64 KiB of copying
@@ -769,6 +761,42 @@ def _close_all(fds: list[int]) -> None:
             interrupt = interrupt or e
     if interrupt is not None:
         raise interrupt
+
+
+class _Reopener:
+    """One descriptor at a time for a task whose reads are sorted by file: a file is opened
+    when the task reaches it, checked against the size its batch was planned with, and closed
+    when the task moves on (or ends: :meth:`close`)."""
+
+    __slots__ = ("_fd", "_file", "_files", "_link", "_sizes")
+
+    def __init__(self, files: Sequence[str], sizes: Sequence[int],
+                 resolve_link: Callable[[str], str] | None) -> None:
+        self._files, self._sizes, self._link = files, sizes, resolve_link
+        self._file, self._fd = -1, -1
+
+    def fd(self, f: int) -> int:
+        """An open descriptor of file ``f``.
+
+        Raises
+        ------
+        ChunkReadError
+            The file is gone or has another size than when the batch was planned.
+        """
+        if f != self._file:
+            self.close()
+            fd, size = _open_one(self._files[f], self._link)
+            self._file, self._fd = f, fd
+            if fd < 0:
+                raise ChunkReadError(self._files[f], "the file disappeared while being read")
+            if size != self._sizes[f]:
+                raise ChunkReadError(self._files[f], "file changed while being read")
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._file, self._fd = -1, -1
 
 
 def _read_to_end(fd: int, dest: memoryview, offset: int) -> int:
@@ -878,23 +906,14 @@ def _read_scattered(files: Sequence[str], reads: HostReads, out: np.ndarray,
     call_rows = np.add.reduceat(rows, reads.call_bounds[:-1]).tolist() if len(rows) else []
 
     def read_part(a: int, b: int) -> int:
-        own_file, fd = -1, -1  # calls are sorted by file: one descriptor at a time
+        reopened = _Reopener(files, sizes, None)  # calls are sorted by file
         done = 0
         try:
             for c in range(a, b):
                 if cancel.is_set():
                     return done
                 f = cf[c]
-                if f != own_file:
-                    if fd >= 0:
-                        os.close(fd)
-                        fd = -1
-                    fd, size = _open_one(files[f], None)
-                    own_file = f
-                    if fd < 0:
-                        raise ChunkReadError(files[f], "the file disappeared while being read")
-                    if size != sizes[f]:
-                        raise ChunkReadError(files[f], "file changed while being read")
+                fd = reopened.fd(f)
                 j0, j1 = cb[c], cb[c + 1]
                 want = so[j1 - 1] + ss[j1 - 1] - so[j0]
                 got = -1 if preadv is None else preadv(fd, call_row[c], call_rows[c], so[j0])
@@ -907,8 +926,7 @@ def _read_scattered(files: Sequence[str], reads: HostReads, out: np.ndarray,
                         _pread_full(fd, view[sd[j]: se[j]], so[j], files[f])
                 done += want
         finally:
-            if fd >= 0:
-                os.close(fd)
+            reopened.close()
         return done
 
     bounds = reads.call_bounds
