@@ -108,12 +108,17 @@ def test_pipeline_reads_a_remote_sharded_array_onto_the_gpu(http: RangeServer,
          fill_value=np.nan, compressors=zc.ZstdCodec())
     with zarr.config.set({"codec_pipeline.path": DEFAULT}):
         ref = zarr.open_array(zarr.storage.LocalStore(http.root / "arr.zarr"), mode="r")[...]
+    from gds_zarr.decode._gpu import gpu_decode_stats
+
     with gds_zarr.enable(device="gpu"):
         z = zarr.open_array(GDSStore(f"{http.url}/arr.zarr"), mode="r")
         before = http.total()
+        gpu_decode_stats.reset()
         got = z[...]
     # One round: 12 shard indexes whose prefetched tails (whole shards) hold every chunk.
     assert http.total() - before == 12
+    # Staged on the host, every inner chunk placed for nvCOMP: nothing re-packed.
+    assert gpu_decode_stats.nvcomp_calls >= 1 and gpu_decode_stats.repacked_chunks == 0
     assert isinstance(got, cp.ndarray)
     assert cp.asnumpy(got).tobytes() == np.asarray(ref).tobytes()
 

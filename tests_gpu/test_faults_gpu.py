@@ -157,12 +157,16 @@ def test_gather_any_offsets_matches_numpy() -> None:
     np.testing.assert_array_equal(cupy.asnumpy(got), want)
 
 
+@pytest.mark.parametrize("mode", ["host", "kvikio"])
 def test_inner_chunks_of_one_file_are_placed_on_the_host_or_gathered_once(
-        tmp_path: Path) -> None:
+        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A shard's inner chunks read together: read on the host (compat mode, or a read below
-    gds_threshold), each lands aligned and nothing is re-packed; read by DMA they lie where the
-    file puts them and one gather packs them."""
+    gds_threshold), each lands aligned and nothing is re-packed; read by DMA (or handed to
+    kvikio by ``gpu_bounced_reads='kvikio'``) they lie where the file puts them and one gather
+    packs them."""
     from gds_zarr.io import _gpu as kvikio_backend
+
+    monkeypatch.setenv("GDS_ZARR_GPU_BOUNCED_READS", mode)
 
     raws = [_raw(i) for i in range(N)]
     enc = [_encode(STEPS["zstd"], r) for r in raws]
