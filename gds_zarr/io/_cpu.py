@@ -892,6 +892,8 @@ def _read_scattered(files: Sequence[str], reads: HostReads, out: np.ndarray,
     preadv = _libc_preadv()
     # One iovec table for the batch: a row per segment, then a row for the gap after it (to
     # one scratch buffer, which concurrent calls may all overwrite: its bytes are dropped).
+    # The calls take raw addresses: ``iov``, ``sink`` and ``out`` live in this frame until
+    # every call has returned (run_parts waits for all, also on errors).
     gaps = reads.gaps()
     rows = 1 + (gaps > 0)
     row0 = np.cumsum(rows) - rows
