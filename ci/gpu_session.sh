@@ -19,7 +19,7 @@
 # THEN, through the device `run` tool with carry [".whl"], in up to three calls (a command may
 # run 600 s; each call stops starting stages when its budget is spent and says where to resume):
 #
-#   bash ci/gpu_session.sh                       # install, info, tests_gpu happy paths, bench
+#   bash ci/gpu_session.sh                       # install, info, tests_gpu happy paths, bench, layout A/B
 #   bash ci/gpu_session.sh --from gpu-faults     # corrupt-input and fault tests, then tests/
 #   bash ci/gpu_session.sh --from full-bench     # the full GPU benchmark, as time allows
 #
@@ -54,7 +54,7 @@ while [ $# -gt 0 ]; do
     --from) from=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --budget) budget=$2; shift 2 ;;
-    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
