@@ -884,7 +884,7 @@ def _read_scattered(files: Sequence[str], reads: HostReads, out: np.ndarray,
     if len(ends) and (int(ends.max()) > out.nbytes or int(reads.seg_dest.min()) < 0):
         raise ValueError(f"the reads need {int(ends.max())} bytes of out, it has {out.nbytes}")
     view = memoryview(out)
-    so, ss, sd = reads.seg_offset.tolist(), reads.seg_size.tolist(), reads.seg_dest.tolist()
+    so, sd = reads.seg_offset.tolist(), reads.seg_dest.tolist()
     se = ends.tolist()
     cf, cb = reads.call_file.tolist(), reads.call_bounds.tolist()
     sizes = [int(s) for s in file_sizes]
@@ -904,8 +904,12 @@ def _read_scattered(files: Sequence[str], reads: HostReads, out: np.ndarray,
     g = np.flatnonzero(gaps > 0)
     iov[row0[g] + 1, 0] = sink.ctypes.data
     iov[row0[g] + 1, 1] = gaps[g]
-    call_row = (iov.ctypes.data + 16 * row0[reads.call_bounds[:-1]]).tolist()
-    call_rows = np.add.reduceat(rows, reads.call_bounds[:-1]).tolist() if len(rows) else []
+    first, last = reads.call_bounds[:-1], reads.call_bounds[1:] - 1
+    call_row = (iov.ctypes.data + 16 * row0[first]).tolist()
+    call_rows = np.add.reduceat(rows, first).tolist()  # ncalls > 0: never empty
+    # Bytes each call spans in its file, gaps included (what its preadv returns in full).
+    call_bytes = reads.seg_offset[last] + reads.seg_size[last] - reads.seg_offset[first]
+    want_l = call_bytes.tolist()
 
     def read_part(a: int, b: int) -> int:
         reopened = _Reopener(files, sizes, None)  # calls are sorted by file
@@ -917,7 +921,7 @@ def _read_scattered(files: Sequence[str], reads: HostReads, out: np.ndarray,
                 f = cf[c]
                 fd = reopened.fd(f)
                 j0, j1 = cb[c], cb[c + 1]
-                want = so[j1 - 1] + ss[j1 - 1] - so[j0]
+                want = want_l[c]
                 got = -1 if preadv is None else preadv(fd, call_row[c], call_rows[c], so[j0])
                 if got < 0 and preadv is not None:
                     err = ctypes.get_errno()
@@ -931,9 +935,6 @@ def _read_scattered(files: Sequence[str], reads: HostReads, out: np.ndarray,
             reopened.close()
         return done
 
-    bounds = reads.call_bounds
-    last = bounds[1:] - 1
-    call_bytes = reads.seg_offset[last] + reads.seg_size[last] - reads.seg_offset[bounds[:-1]]
     ncalls = reads.ncalls
     ntasks = min(int(settings.get("io_threads")), ncalls,
                  max(ncalls // _READS_PER_TASK, int(call_bytes.sum()) // _BYTES_PER_TASK, 1))
