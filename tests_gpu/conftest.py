@@ -1,5 +1,11 @@
 """GPU tests: every test here is skipped cleanly when the GPU path cannot run.
 
+``GDS_ZARR_TEST_DEVICE`` chooses the device: unset, the real GPU where one is usable (else every
+test skips); ``emulated``, the emulated CUDA device of tests/emulated_gpu/ (stand-ins for CuPy,
+kvikio and nvCOMP, put first on ``sys.path`` here and on ``PYTHONPATH`` for child processes);
+``gpu``, a real GPU that must be usable (a test session that would skip fails instead).
+Tests marked ``emulator`` test the emulated device itself and run only on it.
+
 Tests marked ``fresh_process`` (those that feed corrupt data to nvCOMP, or provoke a device
 fault) run each in a child process: nvCOMP documents invalid input as undefined behaviour, and
 an illegal address kills the CUDA context of the whole process, which would fail every later
@@ -21,6 +27,24 @@ _HERE = Path(__file__).parent
 # The GPU twins reuse the CPU suite's case modules (tests/pipeline_cases.py, store_cases.py).
 sys.path.insert(0, str(_HERE.parent / "tests"))
 
+_DEVICE = os.environ.get("GDS_ZARR_TEST_DEVICE", "")
+if _DEVICE not in ("", "emulated", "gpu"):
+    raise pytest.UsageError(f"GDS_ZARR_TEST_DEVICE={_DEVICE!r}: expected 'emulated', 'gpu' or "
+                            f"unset")
+EMULATED = _DEVICE == "emulated"
+if EMULATED:
+    _EMULATOR = str(_HERE.parent / "tests" / "emulated_gpu")
+    _cupy = sys.modules.get("cupy")
+    if _cupy is not None and not getattr(_cupy, "__emulated__", False):
+        raise pytest.UsageError("GDS_ZARR_TEST_DEVICE=emulated, but the real CuPy was imported "
+                                "first: put tests/emulated_gpu first on PYTHONPATH")
+    if _EMULATOR not in sys.path:
+        sys.path.insert(0, _EMULATOR)
+    if _EMULATOR not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_EMULATOR, os.environ.get("PYTHONPATH")) if p)
+    gpu_status.cache_clear()
+
 _CHILD_ENV = "GDS_ZARR_TEST_CHILD"
 _CHILD_TIMEOUT = 150  # under the GPU session's --timeout=180: the parent reports a hang
 
@@ -29,16 +53,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "fresh_process: run in a child process of its own (corrupt input to nvCOMP, "
                    "device faults)")
+    config.addinivalue_line(
+        "markers", "emulator: a test of the emulated device itself (GDS_ZARR_TEST_DEVICE=emulated)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # This hook sees the whole session: mark only the tests that live in tests_gpu/.
     status = gpu_status()
-    if status.usable:
-        return
+    if _DEVICE and not status.usable:
+        raise pytest.UsageError(f"GDS_ZARR_TEST_DEVICE={_DEVICE}, but the GPU path cannot run: "
+                                f"{status.reason}")
+    not_emulated = pytest.mark.skip(reason="tests the emulated device (GDS_ZARR_TEST_DEVICE="
+                                           "emulated)")
     skip = pytest.mark.skip(reason=f"no usable GPU: {status.reason}")
     for item in items:
-        if _HERE in Path(str(item.path)).parents:
+        if _HERE not in Path(str(item.path)).parents:
+            continue
+        if item.get_closest_marker("emulator") is not None and not EMULATED:
+            item.add_marker(not_emulated)
+        elif not status.usable:
             item.add_marker(skip)
 
 
