@@ -120,6 +120,55 @@ def test_rewrite_by_another_process_is_seen(tmp_path: Path) -> None:
     np.testing.assert_array_equal(z[0:9, 5:12], expected[0:9, 5:12])
 
 
+def _reversed_shard(shard: bytes, n_inner: int) -> bytes:
+    """The same shard with its inner chunks stored in reverse order: same size, same values,
+    another index (uint64 offset and size per chunk, then CRC-32C, at the end)."""
+    import google_crc32c
+
+    index_len = 16 * n_inner + 4
+    index = np.frombuffer(shard[-index_len:-4], "<u8").reshape(n_inner, 2)
+    body = bytearray()
+    new = np.zeros_like(index)
+    for i in reversed(range(n_inner)):
+        off, size = int(index[i, 0]), int(index[i, 1])
+        new[i] = (len(body), size)
+        body += shard[off: off + size]
+    table = new.astype("<u8").tobytes()
+    out = bytes(body) + table + google_crc32c.value(table).to_bytes(4, "little")
+    assert len(out) == len(shard)
+    return out
+
+
+def test_rewrite_in_place_with_mtime_restored_is_seen(tmp_path: Path) -> None:
+    """What ``rsync --inplace -t``, ``cp -p`` and tar do: same inode, same size, the old mtime.
+    Only ``st_ctime_ns`` (which ``utime`` cannot set back) tells the versions apart."""
+    path = tmp_path / "a.zarr"
+    data = np.arange(64 * 64, dtype="i4").reshape(64, 64)
+    data[:32, :32] = np.random.default_rng(0).integers(0, 1 << 20, (32, 32))  # sizes differ
+    _sharded(path, data)
+    shard = path / "c" / "0" / "0"
+    # The new version holds the same values in another layout: read with the old index, its
+    # offsets point into other chunks.
+    replacement = _reversed_shard(shard.read_bytes(), 16)
+    z = _open(GDSStore(path, read_only=True))
+    np.testing.assert_array_equal(z[...], data)
+    assert len(shard_index_cache) == 4
+    (tmp_path / "replacement").write_bytes(replacement)
+    script = textwrap.dedent(f"""
+        import os
+        st = os.stat({str(shard)!r})
+        with open({str(shard)!r}, "r+b") as f:
+            f.write(open({str(tmp_path / "replacement")!r}, "rb").read())
+        os.utime({str(shard)!r}, ns=(st.st_atime_ns, st.st_mtime_ns))
+        after = os.stat({str(shard)!r})
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            st.st_ino, st.st_size, st.st_mtime_ns)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True)
+    np.testing.assert_array_equal(z[...], data)
+    np.testing.assert_array_equal(z[0:9, 5:12], data[0:9, 5:12])
+
+
 def test_writes_through_the_store_drop_entries(tmp_path: Path) -> None:
     path = tmp_path / "a.zarr"
     data = np.arange(64 * 64, dtype="i4").reshape(64, 64)

@@ -17,7 +17,7 @@ read goes:
 Open ``CuFile`` handles are expensive (two opens and a cuFile registration each), so they live
 in a process-wide LRU cache bounded by the ``file_handle_cache_size`` setting and by a quarter
 of ``ulimit -n`` (each handle holds two descriptors). A cached handle is keyed by path and
-(inode, mtime, size), so a file replaced by an atomic write is reopened, not read stale.
+(inode, mtime, ctime, size), so a file replaced by an atomic write is reopened, not read stale.
 
 kvikio, CuPy and libcuda are imported only when a backend is first used.
 """
@@ -51,7 +51,7 @@ from gds_zarr.planning.staging import READ_ALIGN, ReadLayout, current_payload, l
 
 __all__ = ["KvikioIOBackend", "handle_cache_limit"]
 
-_Ident = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_size
+_Ident = tuple[int, int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_ctime_ns, st_size
 
 
 def handle_cache_limit() -> int:
@@ -203,7 +203,7 @@ def _dma_min() -> int | None:
 
 
 def _ident(st: os.stat_result) -> _Ident:
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 class KvikioIOBackend:

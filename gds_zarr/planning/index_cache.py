@@ -2,9 +2,12 @@
 
 A window read touches a handful of inner chunks of a shard; without a cache every read first
 reads (and parses) the shard's index, which costs as much as the chunks themselves. Entries are
-keyed by the file's identity (path, device, inode, size, mtime_ns) plus the index layout, so a
-shard rewritten by anyone, in any process, is never read with a stale index: its identity
-changes and the old entry simply stops matching (and ages out). Writes through ``GDSStore``
+keyed by the file's identity (path, device, inode, size, mtime_ns, ctime_ns) plus the index
+layout, so a shard rewritten by anyone, in any process, is never read with a stale index: its
+identity changes and the old entry simply stops matching (and ages out). The ctime is what
+tells an in-place rewrite whose mtime was put back (``rsync --inplace -t``, ``cp -p``, tar)
+from the original: ``utime`` cannot set it. What no key sees is written in
+``GDSStore.file_identities``. Writes through ``GDSStore``
 also drop the entries of the paths they replace, to free the memory at once.
 
 The cache holds plain numpy arrays and knows nothing of files: callers stat the files
@@ -24,8 +27,8 @@ from gds_zarr import settings
 
 __all__ = ["CachedIndex", "ShardIndexCache", "shard_index_cache"]
 
-#: (path, st_dev, st_ino, st_size, st_mtime_ns, layout signature)
-CacheKey = tuple[str, int, int, int, int, Any]
+#: (path, st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns, layout signature)
+CacheKey = tuple[str, int, int, int, int, int, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -434,15 +434,21 @@ class GDSStore(Store):
             return None
         return st
 
-    def file_identities(self, keys: Sequence[str]) -> list[tuple[str, int, int, int, int] | None]:
-        """``(path, st_dev, st_ino, st_size, st_mtime_ns)`` of each key's file, None if missing.
+    def file_identities(self, keys: Sequence[str]
+                        ) -> list[tuple[str, int, int, int, int, int] | None]:
+        """``(path, st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)`` of each key's file,
+        None if missing.
 
         What the shard-index cache keys on: a file rewritten by anyone (atomically, as
         ``set`` does, or in place) gets a new identity, so a cached index never outlives it.
+        ``st_ctime_ns`` is there because ``utime`` cannot set it back: ``rsync --inplace -t``,
+        ``cp -p`` and tar restore the mtime of a file they rewrote in place. What no key can
+        see: two writes within one tick of the kernel's file clock (a few ms on Linux without
+        fine-grained timestamps), with a read between them, at the same size.
         One ``stat`` per key, far cheaper than reading an index.
         """
         self._ensure_open_sync()
-        out: list[tuple[str, int, int, int, int] | None] = []
+        out: list[tuple[str, int, int, int, int, int] | None] = []
         for path in self._keys.paths(list(keys)):
             try:
                 st = os.stat(path)  # follows links; resolved paths stay inside the root
@@ -452,7 +458,8 @@ class GDSStore(Store):
             if not stat.S_ISREG(st.st_mode):
                 out.append(None)  # the read itself reports what is wrong with it
                 continue
-            out.append((path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+            out.append((path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                        st.st_ctime_ns))
         return out
 
     def _exists(self, key: str) -> bool:
