@@ -180,7 +180,8 @@ class RemoteGDSStore(GDSStore):
             raise FileNotFoundError(key)
         return int(meta["size"])
 
-    def file_identities(self, keys: Sequence[str]) -> list[tuple[str, int, int, int, int] | None]:
+    def file_identities(self, keys: Sequence[str]
+                        ) -> list[tuple[str, int, int, int, int, int] | None]:
         """None for every key: shard indexes of remote stores are not cached (module
         docstring)."""
         return [None] * len(keys)
