@@ -128,3 +128,42 @@ def test_legacy_stream_waits_for_blocking_streams() -> None:
         a = cupy.full(4, 5, cupy.int32)
     b = a + 1  # on the legacy stream: waits for s
     assert b.get().tolist() == [6] * 4
+
+
+def test_pinned_pool_hands_a_buffer_out_again_at_once() -> None:
+    """What CuPy's pinned pool does: a buffer freed while a copy still reads it is reused."""
+    import cupyx
+
+    dev = cupy.empty(64, cupy.uint8)
+    s = cupy.cuda.Stream(non_blocking=True)
+    host = cupyx.empty_pinned((64,), np.uint8)
+    host[:] = 7
+    cupy.cuda.runtime.memcpyAsync(dev.data.ptr, host.ctypes.data, 64,
+                                  cupy.cuda.runtime.memcpyHostToDevice, s.ptr)
+    address = host.ctypes.data
+    del host  # no synchronize: the copy has not run
+    other = cupyx.empty_pinned((64,), np.uint8)
+    assert other.ctypes.data == address
+    other[:] = 9
+    s.synchronize()
+    with s:
+        assert dev.get().tolist() == [9] * 64
+
+
+def test_device_pool_reuses_a_block_on_its_stream() -> None:
+    """A block freed with work still queued is handed to the next allocation on its stream:
+    stream-ordered work stays right, an external writer would race (as with CuPy's pool)."""
+    s = cupy.cuda.Stream(non_blocking=True)
+    with s:
+        a = cupy.full(256, 3, cupy.uint8)
+        b = a + 1
+        ptr = a.data.ptr
+        del a
+        c = cupy.empty(256, cupy.uint8)
+        assert c.data.ptr == ptr
+        c.fill(0)
+        assert b.get().tolist() == [4] * 256  # b's kernel ran before c's fill, in stream order
+    other = cupy.cuda.Stream(non_blocking=True)
+    with other:
+        d = cupy.empty(256, cupy.uint8)
+        assert d.data.ptr != c.data.ptr

@@ -79,6 +79,10 @@ class Allocation:
     _region: int = 0
     _region_len: int = 0
     freed: bool = False
+    #: Queued work items that use the allocation (never unmapped while > 0).
+    pending: int = 0
+    #: The stream it was allocated on (CuPy's pool reuses a block on that stream only).
+    stream: int = 0
     _array: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -139,6 +143,10 @@ def allocate(nbytes: int, device: int) -> Allocation:
         raise OSError(ctypes.get_errno(), "mprotect failed")
     ptr = region + _PAGE + data_len - capacity  # ends at the trailing guard page
     a = Allocation(ptr, nbytes, capacity, device, site, region, region_len)
+    if device >= 0:
+        from .streams import current_stream
+
+        a.stream = current_stream(device)
     with _lock:
         i = bisect.bisect_left(_starts, ptr)
         _starts.insert(i, ptr)

@@ -162,6 +162,10 @@ def revive_all() -> None:
     with _lock:
         _dead.clear()
         for s in _streams.values():
+            for w in s.queue:
+                for k in w.keep:
+                    if hasattr(k, "pending"):
+                        k.pending -= 1
             s.queue.clear()
             s.last = None
 
@@ -180,6 +184,9 @@ def enqueue(handle: int, device: int, fn: Callable[[], None], what: str,
     with _lock:
         s = _state(handle, device)
         w = Work(fn, what, s, keep=tuple(keep))
+        for k in w.keep:
+            if hasattr(k, "pending"):
+                k.pending += 1
         if s.blocking:
             # The legacy stream waits for every blocking stream of its device, and they for it.
             for (d, h, _t), o in _streams.items():
@@ -282,10 +289,17 @@ def _execute(w: Work) -> None:
             if o.device == s.device:
                 for x in o.queue:
                     x.done = True
+                    for k in x.keep:
+                        if hasattr(k, "pending"):
+                            k.pending -= 1
+                    x.keep = ()
                 o.queue.clear()
         raise CUDARuntimeError(700, f"{w.what}: {e}") from None
     finally:
         w.done = True
+        for k in w.keep:
+            if hasattr(k, "pending"):
+                k.pending -= 1
         w.keep = ()
 
 

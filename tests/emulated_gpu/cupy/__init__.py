@@ -187,7 +187,7 @@ class _Foreign:
     """Memory owned by another library's object (kept alive by the arrays that view it)."""
 
     def __init__(self, alloc: _mem.Allocation, owner: Any) -> None:
-        self._alloc_view = alloc
+        self._alloc = alloc
         self.ptr = alloc.ptr
         self.size = alloc.size
         self.device_id = alloc.device

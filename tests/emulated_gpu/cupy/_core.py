@@ -58,6 +58,24 @@ class _Flags:
                 f"  OWNDATA : {self.owndata}")
 
 
+class _Snap:
+    """An array's layout for queued work: builds the numpy view when the work runs."""
+
+    __slots__ = ("alloc", "device", "dtype", "lo", "nbytes", "ptr", "shape", "strides")
+
+    def __init__(self, alloc: Any, lo: int, nbytes: int, ptr: int, shape: tuple[int, ...],
+                 strides: tuple[int, ...], dtype: np.dtype, device: int) -> None:
+        self.alloc, self.lo, self.nbytes, self.ptr = alloc, lo, nbytes, ptr
+        self.shape, self.strides, self.dtype, self.device = shape, strides, dtype, device
+
+    def view(self, what: str) -> np.ndarray:
+        if self.nbytes == 0:
+            return np.empty(self.shape, self.dtype)
+        raw = _mem.view(self.lo, self.nbytes, what, device=self.device)
+        return np.ndarray(self.shape, self.dtype, buffer=raw, offset=self.ptr - self.lo,
+                          strides=self.strides)
+
+
 class ndarray:
     """A multi-dimensional array on the emulated device (see the module docstring)."""
 
@@ -127,6 +145,14 @@ class ndarray:
         raw = _mem.view(lo, hi - lo, what, device=self._device)
         return np.ndarray(self._shape, self._dtype, buffer=raw, offset=self._ptr - lo,
                           strides=self._strides)
+
+    def _snapshot(self) -> _Snap:
+        """What queued work needs of the array, without holding the array (so its memory can
+        go back to the pool while the work is queued, as in CuPy)."""
+        lo, hi = self._extent()
+        mem = self._memptr.mem if self._memptr is not None else None
+        return _Snap(getattr(mem, "_alloc", None), lo, hi - lo, self._ptr, self._shape,
+                     self._strides, self._dtype, self._device)
 
     def _from_view(self, v: np.ndarray) -> ndarray:
         """A device array for a numpy view ``v`` of :meth:`_host_view` (no data read)."""
@@ -275,17 +301,17 @@ class ndarray:
         if self.size == 0:
             return out
         pinned = _mem.find(out.__array_interface__["data"][0])
-        src = self
+        src = self._snapshot()
 
         def copy() -> None:
-            out[...] = src._host_view("cudaMemcpyAsync (device to host)")
+            out[...] = src.view("cudaMemcpyAsync (device to host)")
 
         if blocking or pinned is None:
             _streams.check_alive(self._device)
             _streams.run_now(handle, self._device, copy, "cudaMemcpyAsync (device to host)")
         else:
             _streams.enqueue(handle, self._device, copy, "cudaMemcpyAsync (device to host)",
-                             keep=(self, out))
+                             keep=(src.alloc, pinned, out))
         return out
 
     def set(self, arr: np.ndarray, stream: Any = None) -> None:
@@ -388,7 +414,8 @@ class ndarray:
         key = _index_key(key, self)
         if not _is_advanced(key):
             return self._view_op(lambda v: v[key])
-        return _apply(lambda v, *k: v[_rebuild(key, k)], (self, *_key_arrays(key)),
+        pattern = _pattern(key)
+        return _apply(lambda v, *k: v[_rebuild(pattern, k)], (self, *_key_arrays(key)),
                       what="fancy indexing (take)")
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -400,13 +427,16 @@ class ndarray:
             _check_operand_device(value)
         arrays = _key_arrays(key)
         n = len(arrays)
+        pattern = _pattern(key)
+        operand = isinstance(value, ndarray)
+        scalar = None if operand else value
 
         def work(dst: np.ndarray, *rest: Any) -> None:
-            k = _rebuild(key, rest[:n])
-            dst[k] = rest[n] if len(rest) > n else value
+            k = _rebuild(pattern, rest[:n])
+            dst[k] = rest[n] if operand else scalar
 
-        _queue(work, (self, *arrays, *((value,) if isinstance(value, ndarray) else ())),
-               "setitem (scatter)", write=self)
+        _queue(work, (self, *arrays, *((value,) if operand else ())), "setitem (scatter)",
+               write=self)
 
     # ------------------------------------------------------------ computing
 
@@ -524,12 +554,13 @@ def _h2d(dst: ndarray, src: np.ndarray, handle: int) -> None:
     pinned = _mem.find(src.__array_interface__["data"][0]) if src.flags.c_contiguous or \
         src.flags.f_contiguous else None
     host = src if pinned is not None else src.copy()
+    snap = dst._snapshot()
 
     def copy() -> None:
-        dst._host_view("cudaMemcpyAsync (host to device)")[...] = host
+        snap.view("cudaMemcpyAsync (host to device)")[...] = host
 
     _streams.enqueue(handle, dst._device, copy, "cudaMemcpyAsync (host to device)",
-                     keep=(dst, host))
+                     keep=(snap.alloc, pinned, host))
 
 
 def _queue(fn: Callable[..., None], arrays: Sequence[ndarray], what: str,
@@ -541,12 +572,13 @@ def _queue(fn: Callable[..., None], arrays: Sequence[ndarray], what: str,
             raise ValueError(f"Array device must be same as the current device: array device = "
                              f"{a._device} while current = {device}")
     handle = _streams.current_stream(device)
+    items = [a._snapshot() if isinstance(a, ndarray) else a for a in arrays]
 
     def work() -> None:
-        views = [a._host_view(what) if isinstance(a, ndarray) else a for a in arrays]
-        fn(*views)
+        fn(*[a.view(what) if isinstance(a, _Snap) else a for a in items])
 
-    _streams.enqueue(handle, device, work, what, keep=tuple(arrays))
+    _streams.enqueue(handle, device, work, what,
+                     keep=tuple(a.alloc for a in items if isinstance(a, _Snap)))
 
 
 def _dummy(a: Any) -> Any:
@@ -580,9 +612,10 @@ def _apply(fn: Callable[..., Any], args: Sequence[Any], *, what: str) -> Any:
         outs.append(ndarray(p.shape, p.dtype))
     flat = _flatten(args)
     n_in = len(flat)
+    layout = _layout(args)  # no reference to the arrays: their blocks may go back to the pool
 
     def work(*views: Any) -> None:
-        res = fn(*_split(args, views[:n_in]))
+        res = fn(*_split(layout, views[:n_in]))
         for o, r in zip(views[n_in:], (res,) if single else res, strict=True):
             o[...] = r
 
@@ -600,13 +633,19 @@ def _flatten(args: Sequence[Any]) -> list[Any]:
     return out
 
 
-def _split(args: Sequence[Any], views: Sequence[Any]) -> list[Any]:
+def _layout(args: Sequence[Any]) -> list[tuple[type, int] | None]:
+    """Which arguments are sequences of device arrays (their type and length)."""
+    return [(type(a), len(a)) if isinstance(a, list | tuple)
+            and any(isinstance(x, ndarray) for x in a) else None for a in args]
+
+
+def _split(layout: Sequence[tuple[type, int] | None], views: Sequence[Any]) -> list[Any]:
     out: list[Any] = []
     i = 0
-    for a in args:
-        if isinstance(a, list | tuple) and any(isinstance(x, ndarray) for x in a):
-            out.append(type(a)(views[i: i + len(a)]))
-            i += len(a)
+    for seq in layout:
+        if seq is not None:
+            out.append(seq[0](views[i: i + seq[1]]))
+            i += seq[1]
         else:
             out.append(views[i])
             i += 1
@@ -645,19 +684,18 @@ def _key_arrays(key: tuple[Any, ...]) -> list[ndarray]:
     return [k for k in key if isinstance(k, ndarray)]
 
 
-def _rebuild(key: tuple[Any, ...], views: Sequence[np.ndarray]) -> tuple[Any, ...]:
+_SLOT = object()
+
+
+def _pattern(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``key`` with its device arrays replaced by a placeholder (queued work must not hold
+    them)."""
+    return tuple(_SLOT if isinstance(k, ndarray) else k for k in key)
+
+
+def _rebuild(pattern: tuple[Any, ...], views: Sequence[np.ndarray]) -> tuple[Any, ...]:
     it = iter(views)
-    out = []
-    for k in key:
-        if isinstance(k, ndarray):
-            v = next(it)
-            # An out-of-range index reads outside the array: on the GPU an illegal address.
-            if isinstance(v, np.ndarray) and v.dtype.kind in "iu" and v.size:
-                pass
-            out.append(v)
-        else:
-            out.append(k)
-    return tuple(out)
+    return tuple(next(it) if k is _SLOT else k for k in pattern)
 
 
 def _take_guard(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -55,6 +55,7 @@ class _Function:
 
     def __call__(self, grid: Any, block: Any, args: Sequence[Any], *, shared_mem: int = 0,
                  enable_cooperative_groups: bool = False) -> None:
+        from _emucuda.kernels import Pointer
         from cupy._core import ndarray
 
         grid3, block3 = _dims(grid, "grid"), _dims(block, "block")
@@ -67,13 +68,14 @@ class _Function:
                 raise ValueError(f"Array device must be same as the current device: array "
                                  f"device = {a._device} while current = {device}")
         packed = [_arg(a, i) for i, a in enumerate(args)]
-        keep = tuple(a for a in args if isinstance(a, ndarray) or hasattr(
-            a, "__cuda_array_interface__"))
+        # The allocations, not the arrays: CuPy holds no reference to a kernel's arguments,
+        # so a dropped array's block can go back to the pool while the kernel is queued.
+        keep = tuple(_mem.find(p.address) for p in packed if isinstance(p, Pointer)
+                     and p.address)
         fn = self._fn
         _streams.enqueue(_streams.current_stream(device), device,
                          lambda: fn.launch(grid3, block3, packed, int(shared_mem)),
                          f"kernel {self.name}", keep=keep)
-        _ = _mem
 
 
 class RawKernel(_Function):

@@ -15,10 +15,10 @@ __all__ = ["BaseMemory", "Memory", "MemoryPointer", "MemoryPool", "OutOfMemoryEr
 
 
 class BaseMemory:
-    """Memory of one allocation; freed (unmapped) when the last reference goes."""
+    """One pool block; back to its pool when the last reference goes (see :class:`_Pool`)."""
 
     def __init__(self, size: int, device_id: int) -> None:
-        self._alloc = _mem.allocate(size, device_id)
+        self._alloc = _POOL.take(int(size), int(device_id))
         self.size = int(size)
         self.device_id = int(device_id)
         self.ptr = self._alloc.ptr
@@ -51,8 +51,81 @@ class PinnedMemory(BaseMemory):
         super().__init__(size, -1)
 
 
+class _Pool:
+    """Freed blocks, handed out again as CuPy's pools do.
+
+    Device blocks are reused only by allocations on the stream they were allocated on (CuPy's
+    pool is stream-ordered): queued work that still uses a block runs before the new owner's
+    work on that stream, but a writer outside stream order (kvikio, the host) races with it,
+    as on hardware. Pinned blocks are reused by the next allocation of the size at once,
+    whatever copy may still read them (CuPy's pinned pool does not wait either). Blocks with
+    queued work are never unmapped; idle ones are when the pool holds too much or on
+    ``free_all_blocks``.
+    """
+
+    MAX_CACHED = 1 << 30
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: dict[tuple[int, int, int], list[_mem.Allocation]] = {}
+        self._cached = 0
+
+    @staticmethod
+    def _key(capacity: int, device: int) -> tuple[int, int, int]:
+        stream = _streams.current_stream(device) if device >= 0 else 0
+        return (device, capacity, stream)
+
+    def take(self, size: int, device: int) -> _mem.Allocation:
+        if size == 0:
+            return _mem.allocate(0, device)
+        capacity = -(-size // _mem.GRANULE) * _mem.GRANULE
+        with self._lock:
+            blocks = self._free.get(self._key(capacity, device))
+            if blocks:
+                a = blocks.pop()
+                self._cached -= a.capacity
+                a.size = size
+                a.site = _mem._site()
+                return a
+        try:
+            return _mem.allocate(size, device)
+        except OutOfMemoryError:
+            self.free_all_blocks(device)  # as CuPy: drop the cache, then try once more
+            return _mem.allocate(size, device)
+
+    def give(self, a: _mem.Allocation, stream: int) -> None:
+        if a.capacity == 0 or a.freed:
+            return
+        with self._lock:
+            self._free.setdefault((a.device, a.capacity, stream), []).append(a)
+            self._cached += a.capacity
+            over = self._cached > self.MAX_CACHED
+        if over:
+            self.free_all_blocks(None)
+
+    def free_all_blocks(self, device: int | None) -> None:
+        with self._lock:
+            idle = []
+            for key, blocks in self._free.items():
+                if device is not None and key[0] != device:
+                    continue
+                keep = [a for a in blocks if a.pending]
+                idle += [a for a in blocks if not a.pending]
+                blocks[:] = keep
+            self._cached -= sum(a.capacity for a in idle)
+        for a in idle:
+            _mem.free(a)
+
+    def cached(self, device: int) -> int:
+        with self._lock:
+            return sum(a.capacity for k, v in self._free.items() if k[0] == device for a in v)
+
+
+_POOL = _Pool()
+
+
 def _pool_release(a: _mem.Allocation) -> None:
-    _mem.free(a)
+    _POOL.give(a, a.stream)
 
 
 class MemoryPointer:
@@ -137,19 +210,21 @@ class MemoryPool:
         return _malloc(size)
 
     def used_bytes(self) -> int:
-        return _mem.in_use(_streams.current_device())
+        d = _streams.current_device()
+        return _mem.in_use(d) - _POOL.cached(d)
 
     def total_bytes(self) -> int:
-        return self.used_bytes()
+        return _mem.in_use(_streams.current_device())
 
     def free_bytes(self) -> int:
-        return 0
+        return _POOL.cached(_streams.current_device())
 
     def free_all_blocks(self, stream: Any = None) -> None:
-        """Nothing is cached: freed blocks are unmapped at once."""
+        """Unmap the cached blocks no queued work uses."""
+        _POOL.free_all_blocks(_streams.current_device())
 
     def n_free_blocks(self) -> int:
-        return 0
+        return sum(len(v) for k, v in _POOL._free.items() if k[0] == _streams.current_device())
 
     def set_limit(self, size: int | None = None, fraction: float | None = None) -> None:
         if fraction is not None:
@@ -170,10 +245,10 @@ class PinnedMemoryPool:
         return PinnedMemoryPointer(PinnedMemory(size), 0)
 
     def free_all_blocks(self) -> None:
-        pass
+        _POOL.free_all_blocks(-1)
 
     def n_free_blocks(self) -> int:
-        return 0
+        return sum(len(v) for k, v in _POOL._free.items() if k[0] < 0)
 
 
 _default_pool = MemoryPool()
