@@ -21,12 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from gds_zarr._device import gpu_status
-
 _HERE = Path(__file__).parent
-# The GPU twins reuse the CPU suite's case modules (tests/pipeline_cases.py, store_cases.py).
-sys.path.insert(0, str(_HERE.parent / "tests"))
-
+# Before gds_zarr (and so zarr's GPU buffer module) is imported: the emulated CuPy must be the
+# one every module sees.
 _DEVICE = os.environ.get("GDS_ZARR_TEST_DEVICE", "")
 if _DEVICE not in ("", "emulated", "gpu"):
     raise pytest.UsageError(f"GDS_ZARR_TEST_DEVICE={_DEVICE!r}: expected 'emulated', 'gpu' or "
@@ -43,7 +40,18 @@ if EMULATED:
     if _EMULATOR not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (_EMULATOR, os.environ.get("PYTHONPATH")) if p)
-    gpu_status.cache_clear()
+    # pytest imports zarr before any conftest (the ini's warning filters name a zarr class),
+    # and zarr's GPU buffer module then found no CuPy: import it again now that there is one.
+    _zarr_gpu = sys.modules.get("zarr.core.buffer.gpu")
+    if _zarr_gpu is not None and getattr(_zarr_gpu, "cp", None) is None:
+        import importlib
+
+        importlib.reload(_zarr_gpu)
+
+from gds_zarr._device import gpu_status  # after the emulator's path is set
+
+# The GPU twins reuse the CPU suite's case modules (tests/pipeline_cases.py, store_cases.py).
+sys.path.insert(0, str(_HERE.parent / "tests"))
 
 _CHILD_ENV = "GDS_ZARR_TEST_CHILD"
 _CHILD_TIMEOUT = 150  # under the GPU session's --timeout=180: the parent reports a hang

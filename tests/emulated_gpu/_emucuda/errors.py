@@ -23,18 +23,24 @@ STICKY = frozenset({700})
 
 
 class CUDARuntimeError(RuntimeError):
-    """A CUDA runtime API error (``status``: the cudaError_t value)."""
+    """A CUDA runtime API error (``status``: the cudaError_t value), as CuPy's: constructed
+    from the status alone; the emulator adds what it saw with :func:`runtime_error`."""
 
-    def __init__(self, status: int, detail: str = "") -> None:
+    def __init__(self, status: int) -> None:
         self.status = int(status)
         name, text = ERRORS.get(self.status, (f"cudaError{self.status}", "unknown error"))
-        msg = f"{name}: {text}"
-        if detail:
-            msg += f" [emulated device: {detail}]"
-        super().__init__(msg)
+        super().__init__(f"{name}: {text}")
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.status,))
+
+
+def runtime_error(status: int, detail: str = "") -> CUDARuntimeError:
+    """``CUDARuntimeError(status)`` whose message also says what the emulator saw."""
+    e = CUDARuntimeError(status)
+    if detail:
+        e.args = (f"{e.args[0]} [emulated device: {detail}]",)
+    return e
 
 
 class Fault(Exception):

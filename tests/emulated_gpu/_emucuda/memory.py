@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import CUDARuntimeError, Fault, OutOfMemoryError
+from .errors import Fault, OutOfMemoryError, runtime_error
 
 __all__ = ["GRANULE", "Allocation", "allocate", "check", "describe", "find", "view"]
 
@@ -104,7 +104,7 @@ class Allocation:
         return self._array
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # a __del__ (garbage collection) may free while we hold it
 _starts: list[int] = []
 _allocs: list[Allocation] = []
 _in_use: dict[int, int] = {}  # device -> bytes
@@ -197,7 +197,8 @@ def describe(ptr: int) -> str:
         i = bisect.bisect_right(_starts, ptr) - 1
         near = _allocs[i] if i >= 0 else None
     if near is not None and ptr - (near.ptr + near.capacity) < _PAGE:
-        return f"{ptr - near.ptr - near.capacity} bytes past the end of {near.describe()}"
+        return (f"{ptr - near.ptr - near.size} bytes past the end of {near.describe()} "
+                f"(usable up to {near.capacity} bytes: CuPy's 512-byte granule)")
     return "outside every allocation"
 
 
@@ -233,9 +234,10 @@ def check(ptr: int, nbytes: int, what: str, *, device: int | None = None,
             return None
         raise Fault(f"{what}: {nbytes} bytes at 0x{ptr:x}: {describe(ptr)}")
     if ptr + nbytes > a.ptr + a.capacity:
-        over = ptr + nbytes - a.ptr - a.capacity
+        over = ptr + nbytes - a.ptr - a.size
         raise Fault(f"{what}: {nbytes} bytes at offset {ptr - a.ptr} run {over} bytes past the "
-                    f"end of {a.describe()}")
+                    f"end of {a.describe()} (usable up to {a.capacity} bytes: CuPy's 512-byte "
+                    f"granule)")
     if device is not None and a.device >= 0 and a.device != device:
         raise Fault(f"{what}: 0x{ptr:x} is memory of device {a.device}, used on device {device}")
     return a
@@ -265,4 +267,4 @@ def reset_accounting() -> None:
 
 def check_device(device: int, count: int) -> None:
     if not 0 <= int(device) < count:
-        raise CUDARuntimeError(101, f"device {device} of {count}")
+        raise runtime_error(101, f"device {device} of {count}")

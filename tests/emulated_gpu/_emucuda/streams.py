@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CUDARuntimeError, Fault
+from .errors import Fault, runtime_error
 
 __all__ = [
     "LEGACY", "PER_THREAD", "Event", "check_alive", "current_device", "current_stream",
@@ -77,7 +77,7 @@ def _state(handle: int, device: int) -> _Stream:
     s = _streams.get(key)
     if s is None:
         if handle not in (LEGACY, PER_THREAD):
-            raise CUDARuntimeError(400, f"stream handle 0x{handle:x} on device {device}")
+            raise runtime_error(400, f"stream handle 0x{handle:x} on device {device}")
         s = _streams[key] = _Stream(handle, device, blocking=True)
     return s
 
@@ -150,7 +150,7 @@ def check_alive(device: int) -> None:
     """Raise the sticky error of ``device`` if its context is dead."""
     reason = _dead.get(device)
     if reason is not None:
-        raise CUDARuntimeError(700, f"the context of device {device} died earlier: {reason}")
+        raise runtime_error(700, f"the context of device {device} died earlier: {reason}")
 
 
 def is_dead(device: int) -> bool:
@@ -294,7 +294,7 @@ def _execute(w: Work) -> None:
                             k.pending -= 1
                     x.keep = ()
                 o.queue.clear()
-        raise CUDARuntimeError(700, f"{w.what}: {e}") from None
+        raise runtime_error(700, f"{w.what}: {e}") from None
     finally:
         w.done = True
         for k in w.keep:

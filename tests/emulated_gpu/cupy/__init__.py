@@ -8,6 +8,8 @@ streams (see ``_emucuda``).
 
 from __future__ import annotations
 
+import builtins  # the module defines any, all, sum... as CuPy does
+import inspect
 import sys as _sys
 from typing import Any
 
@@ -75,8 +77,8 @@ def get_default_memory_pool() -> cuda.MemoryPool:
     return cuda.memory._default_pool
 
 
-def get_default_pinned_memory_pool() -> cuda.PinnedMemoryPool:
-    return cuda.memory._default_pinned_pool
+def get_default_pinned_memory_pool() -> Any:
+    return cuda.pinned_memory._default_pinned_pool
 
 
 def get_array_module(*args: Any) -> Any:
@@ -210,7 +212,7 @@ def _to_device(a: Any, dtype: Any, order: Any, copy: Any) -> ndarray:
         if dtype is not None and _np.dtype(dtype) != out.dtype:
             return out.astype(dtype)
         return out.copy() if copy else out
-    if isinstance(a, list | tuple) and any(isinstance(x, ndarray) for x in a):
+    if isinstance(a, list | tuple) and builtins.any(isinstance(x, ndarray) for x in a):
         stacked = globals()["stack"](a)
         return stacked if dtype is None else stacked.astype(dtype)
     host = _np.asarray(a, dtype=dtype, order="F" if order == "F" else None)
@@ -280,10 +282,92 @@ def from_dlpack(array: Any, *, device: Any = None, copy: Any = None) -> ndarray:
                       f"(host memory must be copied with cupy.asarray)")
 
 
-fromDlpack = from_dlpack
+def fromDlpack(dltensor: Any) -> ndarray:
+    return from_dlpack(dltensor)
 
 
 # ---------------------------------------------------------------- operations
+
+
+def _signature(params: str) -> inspect.Signature:
+    """The signature of ``def f(<params>)`` (CuPy's, for the functions made in bulk here)."""
+    scope: dict[str, Any] = {}
+    exec(f"def f({params}): pass", scope)
+    return inspect.signature(scope["f"])
+
+
+_UFUNC1 = "x, /, out=None, *, casting='same_kind', dtype=None"
+_UFUNC2 = "x1, x2, /, out=None, *, casting='same_kind', dtype=None"
+#: CuPy 14.2's parameters of the functions this module makes from numpy's.
+_PARAMS = {
+    **dict.fromkeys(("abs", "absolute", "bitwise_not", "invert", "ceil", "conj", "conjugate",
+                     "cos", "exp", "floor", "isfinite", "isinf", "isnan", "log", "log2",
+                     "log10", "logical_not", "negative", "positive", "rint", "sign", "signbit",
+                     "sin", "sqrt", "tan", "trunc"), _UFUNC1),
+    **dict.fromkeys(("add", "bitwise_and", "bitwise_or", "bitwise_xor", "copysign", "divide",
+                     "equal", "floor_divide", "fmax", "fmin", "greater", "greater_equal",
+                     "left_shift", "less", "less_equal", "logical_and", "logical_or",
+                     "logical_xor", "maximum", "minimum", "mod", "multiply", "nextafter",
+                     "not_equal", "power", "remainder", "right_shift", "subtract",
+                     "true_divide"), _UFUNC2),
+    "matmul": "x1, x2, /, out=None, **kwargs",
+    **dict.fromkeys(("all", "any", "amax", "amin", "max", "min"),
+                    "a, axis=None, out=None, keepdims=False"),
+    **dict.fromkeys(("sum", "prod", "mean", "argmax", "argmin"),
+                    "a, axis=None, dtype=None, out=None, keepdims=False"),
+    **dict.fromkeys(("std", "var"), "a, axis=None, dtype=None, out=None, ddof=0, keepdims=False"),
+    **dict.fromkeys(("cumsum", "cumprod"), "a, axis=None, dtype=None, out=None"),
+    "count_nonzero": "a, axis=None",
+    **dict.fromkeys(("argsort", "sort"), "a, axis=-1, kind=None"),
+    **dict.fromkeys(("around", "round"), "a, decimals=0, out=None"),
+    "bincount": "x, weights=None, minlength=None",
+    "clip": "a, a_min, a_max, out=None",
+    **dict.fromkeys(("concatenate", "stack"),
+                    "tup, axis=0, out=None, *, dtype=None, casting='same_kind'"),
+    **dict.fromkeys(("hstack", "vstack"), "tup, *, dtype=None, casting='same_kind'"),
+    "diff": "a, n=1, axis=-1, prepend=None, append=None",
+    "dot": "a, b, out=None",
+    "isclose": "a, b, rtol=1e-05, atol=1e-08, equal_nan=False",
+    "isin": "element, test_elements, assume_unique=False, invert=False",
+    "nan_to_num": "x, copy=True, nan=0.0, posinf=None, neginf=None",
+    **dict.fromkeys(("packbits", "unpackbits"), "a, axis=None, bitorder='big'"),
+    "repeat": "a, repeats, axis=None",
+    "roll": "a, shift, axis=None",
+    "searchsorted": "a, v, side='left', sorter=None",
+    "take": "a, indices, axis=None, out=None",
+    "tile": "A, reps",
+    "where": "condition, x=None, y=None",
+    **dict.fromkeys(("argwhere", "nonzero", "flatnonzero"), "a"),
+    "unique": ("ar, return_index=False, return_inverse=False, return_counts=False, axis=None, "
+               "*, equal_nan=True"),
+    **dict.fromkeys(("atleast_1d", "atleast_2d"), "*arys"),
+    "broadcast_to": "array, shape",
+    "diagonal": "a, offset=0, axis1=0, axis2=1",
+    "expand_dims": "a, axis",
+    "flip": "a, axis=None",
+    "moveaxis": "a, source, destination",
+    **dict.fromkeys(("real", "imag"), "val"),
+    "squeeze": "a, axis=None",
+    "swapaxes": "a, axis1, axis2",
+    "transpose": "a, axes=None",
+}
+
+
+def _signed(f: Any, name: str) -> Any:
+    """``f`` (which takes ``*args, **kwargs`` and hands them to numpy) with CuPy's signature."""
+    params = _PARAMS.get(name)
+    if params is not None:
+        sig = _signature(params)
+
+        def g(*args: Any, **kwargs: Any) -> Any:
+            sig.bind(*args, **kwargs)  # CuPy's parameters, CuPy's TypeError on others
+            return f(*args, **kwargs)
+
+        g.__signature__ = sig  # type: ignore[attr-defined]
+        g.__name__ = g.__qualname__ = name
+        g.__doc__ = f.__doc__
+        return g
+    return f
 
 
 def _wrap(np_func: Any, name: str | None = None) -> Any:
@@ -298,7 +382,7 @@ def _wrap(np_func: Any, name: str | None = None) -> Any:
     f.__name__ = name or np_func.__name__
     f.__qualname__ = f.__name__
     f.__doc__ = f"``numpy.{np_func.__name__}`` as queued device work."
-    return f
+    return _signed(f, f.__name__)
 
 
 for _n in (
@@ -331,7 +415,7 @@ def _view_fn(name: str) -> Any:
 
     g.__name__ = name
     g.__qualname__ = name
-    return g
+    return _signed(g, name)
 
 
 for _n in ("transpose", "moveaxis", "swapaxes", "squeeze", "expand_dims", "broadcast_to",
@@ -339,8 +423,8 @@ for _n in ("transpose", "moveaxis", "swapaxes", "squeeze", "expand_dims", "broad
     globals()[_n] = _view_fn(_n)
 
 
-def reshape(a: ndarray, newshape: Any, order: str = "C") -> ndarray:
-    return a.reshape(newshape, order=order)
+def reshape(a: ndarray, newshape: Any, order: str = "C", *, copy: Any = None) -> ndarray:
+    return a.reshape(newshape, order=order, copy=copy)
 
 
 def ravel(a: ndarray, order: str = "C") -> ndarray:
@@ -366,7 +450,7 @@ def _host_sized(name: str) -> Any:
         return tuple(_staged(x) for x in r) if isinstance(r, tuple) else _staged(_np.asarray(r))
 
     g.__name__ = name
-    return g
+    return _signed(g, name)
 
 
 nonzero = _host_sized("nonzero")
@@ -406,3 +490,11 @@ def shape(a: Any) -> tuple[int, ...]:
 
 def size(a: Any, axis: Any = None) -> int:
     return a.size if axis is None else a.shape[axis]
+
+
+def broadcast_arrays(*args: Any) -> list[ndarray]:
+    """Views of the arguments broadcast to one shape (scalars and 0-d host arrays are copied to
+    the device first, as CuPy does)."""
+    arrays = [a if isinstance(a, ndarray) else asarray(a) for a in args]
+    shape_ = _np.broadcast_shapes(*(a.shape for a in arrays))
+    return [globals()["broadcast_to"](a, shape_) for a in arrays]

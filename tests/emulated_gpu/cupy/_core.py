@@ -160,11 +160,11 @@ class ndarray:
         return ndarray._wrap(self._memptr, ptr, tuple(v.shape), tuple(v.strides), v.dtype,
                              self._device, self._base if self._base is not None else self)
 
-    def _view_op(self, fn: Callable[[np.ndarray], np.ndarray]) -> ndarray:
+    def _view_op(self, fn: Callable[[np.ndarray], np.ndarray], what: Any = "") -> ndarray:
         base = self._host_view("view")
         v = fn(base)
         if v.size and not np.may_share_memory(v, base):
-            raise AssertionError("emulated cupy: a view operation copied")
+            raise AssertionError(f"emulated cupy: a view operation copied ({what!r})")
         return self._from_view(v)
 
     # ------------------------------------------------------------ attributes
@@ -245,11 +245,12 @@ class ndarray:
     def __dlpack_device__(self) -> tuple[int, int]:
         return (2, self._device)  # kDLCUDA
 
-    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
+                   copy: Any = None) -> Any:
         raise BufferError("emulated cupy: DLPack export of device memory is not emulated; "
                           "use __cuda_array_interface__")
 
-    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+    def __array__(self, dtype: Any = None) -> np.ndarray:
         raise TypeError(_NO_IMPLICIT)
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
@@ -328,8 +329,8 @@ class ndarray:
     def tolist(self) -> Any:
         return self.get().tolist()
 
-    def item(self, *args: Any) -> Any:
-        return self.get().item(*args)
+    def item(self) -> Any:
+        return self.get().item()
 
     def tobytes(self, order: str = "C") -> bytes:
         return self.get().tobytes(order)
@@ -369,13 +370,17 @@ class ndarray:
     def _meta_like_view(self, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         return fn(self._host_view("view"))
 
-    def reshape(self, *shape: Any, order: str = "C") -> ndarray:
+    def reshape(self, *shape: Any, order: str = "C", copy: Any = None) -> ndarray:
         if len(shape) == 1 and not isinstance(shape[0], int | np.integer):
             shape = tuple(shape[0])
         v = self._host_view("reshape")
         try:
+            if copy:
+                raise ValueError
             r = np.reshape(v, shape, order=order, copy=False)
         except ValueError:
+            if copy is False:
+                raise ValueError("Unable to avoid copy while reshaping.") from None
             return _apply(lambda x: np.reshape(x, shape, order=order), (self,), what="reshape")
         return self._from_view(r)
 
@@ -390,8 +395,8 @@ class ndarray:
             axes = axes[0]
         return self._view_op(lambda v: v.transpose(axes) if axes else v.transpose())
 
-    def swapaxes(self, a: int, b: int) -> ndarray:
-        return self._view_op(lambda v: v.swapaxes(a, b))
+    def swapaxes(self, axis1: int, axis2: int) -> ndarray:
+        return self._view_op(lambda v: v.swapaxes(axis1, axis2))
 
     def squeeze(self, axis: Any = None) -> ndarray:
         return self._view_op(lambda v: v.squeeze(axis))
@@ -413,7 +418,9 @@ class ndarray:
     def __getitem__(self, key: Any) -> ndarray:
         key = _index_key(key, self)
         if not _is_advanced(key):
-            return self._view_op(lambda v: v[key])
+            # A trailing Ellipsis keeps numpy from returning a scalar: CuPy returns a 0-d view.
+            k = key if any(x is Ellipsis for x in key) else (*key, Ellipsis)
+            return self._view_op(lambda v: v[k], key)
         pattern = _pattern(key)
         return _apply(lambda v, *k: v[_rebuild(pattern, k)], (self, *_key_arrays(key)),
                       what="fancy indexing (take)")
@@ -465,11 +472,52 @@ class ndarray:
         return (cupy.asarray, (self.get(),))
 
 
-def _method(np_name: str) -> Callable[..., Any]:
-    def method(self: ndarray, *args: Any, **kwargs: Any) -> Any:
-        f = getattr(np, np_name)
-        return _apply(lambda v, *a: f(v, *a, **kwargs), (self, *args), what=np_name)
+_METHOD_PARAMS = {
+    **dict.fromkeys(("sum", "mean"), "axis=None, dtype=None, out=None, keepdims=False"),
+    "prod": "axis=None, dtype=None, out=None, keepdims=None",
+    **dict.fromkeys(("all", "any", "max", "min", "ptp"), "axis=None, out=None, keepdims=False"),
+    **dict.fromkeys(("argmax", "argmin"), "axis=None, out=None, dtype=None, keepdims=False"),
+    **dict.fromkeys(("cumsum", "cumprod"), "axis=None, dtype=None, out=None"),
+    **dict.fromkeys(("std", "var"), "axis=None, dtype=None, out=None, ddof=0, keepdims=False"),
+    "clip": "min=None, max=None, out=None",
+    "conj": "",
+    "repeat": "repeats, axis=None",
+    "round": "decimals=0, out=None",
+    "searchsorted": "v, side='left', sorter=None",
+    "take": "indices, axis=None, out=None",
+}
 
+
+def _method(np_name: str) -> Callable[..., Any]:
+    """``numpy.<np_name>`` as a queued method, with CuPy's parameters (bound by name)."""
+    import inspect
+
+    scope: dict[str, Any] = {}
+    exec(f"def f(self, {_METHOD_PARAMS[np_name]}): pass", scope)
+    sig = inspect.signature(scope["f"])
+
+    def method(self: ndarray, *args: Any, **kwargs: Any) -> Any:
+        bound = sig.bind(self, *args, **kwargs)
+        given = {k: v for k, v in bound.arguments.items() if k != "self"}
+        out = given.pop("out", None)
+        if np_name == "clip":
+            given = {"a_min": given.get("min"), "a_max": given.get("max")}
+        if given.get("keepdims") is None:
+            given.pop("keepdims", None)
+        f = getattr(np, np_name)
+        operands = {k: v for k, v in given.items() if isinstance(v, ndarray)}
+        rest = {k: v for k, v in given.items() if k not in operands}
+        names = list(operands)
+        res = _apply(lambda x, *o: f(x, **rest, **dict(zip(names, o, strict=True))),
+                     (self, *operands.values()), what=np_name)
+        if out is not None:
+            import cupy
+
+            cupy.copyto(out, res)
+            return out
+        return res
+
+    method.__signature__ = sig  # type: ignore[attr-defined]
     method.__name__ = np_name
     return method
 
@@ -661,6 +709,8 @@ def _index_key(key: Any, a: ndarray) -> Any:
         key = (key,)
     out = []
     for k in key:
+        if isinstance(k, np.ndarray) and k.ndim == 0 and k.dtype.kind in "iu":
+            k = int(k)  # a 0-d integer array indexes like an integer
         if isinstance(k, np.ndarray) and k.ndim:
             k = _staged(k)
         elif isinstance(k, list):

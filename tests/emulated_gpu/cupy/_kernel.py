@@ -16,7 +16,8 @@ __all__ = ["RawKernel", "RawModule"]
 def _dims(d: Any, what: str) -> tuple[int, int, int]:
     if isinstance(d, int | np.integer):
         d = (int(d),)
-    d = tuple(int(x) for x in d)
+    # CuPy turns a 0 into 1 before the driver sees it (cupy/cuda/function.pyx).
+    d = tuple(max(1, int(x)) for x in d)
     if not 1 <= len(d) <= 3:
         raise ValueError(f"{what} must be a tuple of 1 to 3 ints, got {d}")
     return (*d, 1, 1)[:3]  # type: ignore[return-value]
@@ -53,11 +54,15 @@ class _Function:
         self._fn = fn
         self.name = name
 
-    def __call__(self, grid: Any, block: Any, args: Sequence[Any], *, shared_mem: int = 0,
-                 enable_cooperative_groups: bool = False) -> None:
+    def __call__(self, grid: Any, block: Any, args: Sequence[Any], **kwargs: Any) -> None:
         from _emucuda.kernels import Pointer
+
         from cupy._core import ndarray
 
+        shared_mem = int(kwargs.pop("shared_mem", 0))
+        kwargs.pop("enable_cooperative_groups", None)
+        if kwargs:
+            raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}")
         grid3, block3 = _dims(grid, "grid"), _dims(block, "block")
         if not isinstance(args, tuple | list):
             raise TypeError(f"args must be a tuple, got {type(args).__name__}")
@@ -72,9 +77,10 @@ class _Function:
         # so a dropped array's block can go back to the pool while the kernel is queued.
         keep = tuple(_mem.find(p.address) for p in packed if isinstance(p, Pointer)
                      and p.address)
-        fn = self._fn
-        _streams.enqueue(_streams.current_stream(device), device,
-                         lambda: fn.launch(grid3, block3, packed, int(shared_mem)),
+        # Configuration and arguments are checked at the call, as CuPy and the driver do; the
+        # kernel runs when the stream's turn comes, where an illegal address is found.
+        launch = self._fn.prepare(grid3, block3, packed, shared_mem, device=device)
+        _streams.enqueue(_streams.current_stream(device), device, launch.run,
                          f"kernel {self.name}", keep=keep)
 
 
@@ -83,7 +89,7 @@ class RawKernel(_Function):
 
     def __init__(self, code: str, name: str, options: tuple[str, ...] = (),
                  backend: str = "nvrtc", translate_cucomplex: bool = False, *,
-                 enable_cooperative_groups: bool = False, jitify: bool = False) -> None:
+                 enable_cooperative_groups: bool = False, jitify: Any = None) -> None:
         self.code = code
         self.name = name
         self.options = tuple(options)
@@ -97,21 +103,20 @@ class RawKernel(_Function):
             self._fn = compile_module(self.code, self.options).get_function(self.name)
         return self._fn
 
-    def __call__(self, grid: Any, block: Any, args: Sequence[Any], *, shared_mem: int = 0,
-                 enable_cooperative_groups: bool = False) -> None:
+    def __call__(self, grid: Any, block: Any, args: Sequence[Any], **kwargs: Any) -> None:
         self._function()
-        super().__call__(grid, block, args, shared_mem=shared_mem)
+        super().__call__(grid, block, args, **kwargs)
 
     def compile(self, log_stream: Any = None) -> None:
         self._function()
 
     @property
     def attributes(self) -> dict[str, int]:
-        return {"max_threads_per_block": 1024, "shared_size_bytes": 0}
+        return dict(self._function().attributes)
 
     @property
     def max_threads_per_block(self) -> int:
-        return 1024
+        return int(self._function().max_threads_per_block)
 
 
 class RawModule:
@@ -121,7 +126,7 @@ class RawModule:
     def __init__(self, code: str | None = None, *, path: str | None = None,
                  options: tuple[str, ...] = (), backend: str = "nvrtc",
                  translate_cucomplex: bool = False, enable_cooperative_groups: bool = False,
-                 name_expressions: Sequence[str] | None = None, jitify: bool = False) -> None:
+                 name_expressions: Sequence[str] | None = None, jitify: Any = None) -> None:
         if path is not None:
             raise NotImplementedError("emulated cupy: RawModule(path=...) loads a cubin or PTX "
                                       "file, which the host cannot run; pass code=")

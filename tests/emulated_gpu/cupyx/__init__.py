@@ -13,7 +13,7 @@ __all__ = ["empty_like_pinned", "empty_pinned", "zeros_like_pinned", "zeros_pinn
 def empty_pinned(shape: Any, dtype: Any = float, order: str = "C") -> np.ndarray:
     """A numpy array in pinned host memory (an emulated ``cudaHostAlloc`` allocation:
     ``cudaMemcpyAsync`` reads it when the copy runs, not when it is queued)."""
-    from cupy.cuda.memory import alloc_pinned_memory
+    from cupy.cuda.pinned_memory import alloc_pinned_memory
 
     shape = (int(shape),) if isinstance(shape, int | np.integer) else tuple(shape)
     dtype = np.dtype(dtype)

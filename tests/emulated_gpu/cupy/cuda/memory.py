@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any
 
@@ -9,9 +10,8 @@ from _emucuda import memory as _mem
 from _emucuda import streams as _streams
 from _emucuda.errors import OutOfMemoryError
 
-__all__ = ["BaseMemory", "Memory", "MemoryPointer", "MemoryPool", "OutOfMemoryError",
-           "PinnedMemory", "PinnedMemoryPointer", "PinnedMemoryPool", "alloc",
-           "alloc_pinned_memory", "get_allocator", "set_allocator", "set_pinned_memory_allocator"]
+__all__ = ["BaseMemory", "Memory", "MemoryPointer", "MemoryPool", "OutOfMemoryError", "alloc",
+           "get_allocator", "set_allocator"]
 
 
 class BaseMemory:
@@ -44,13 +44,6 @@ class Memory(BaseMemory):
         super().__init__(size, device)
 
 
-class PinnedMemory(BaseMemory):
-    """Pinned host memory (``cudaHostAlloc``)."""
-
-    def __init__(self, size: int, flags: int = 0) -> None:
-        super().__init__(size, -1)
-
-
 class _Pool:
     """Freed blocks, handed out again as CuPy's pools do.
 
@@ -66,7 +59,7 @@ class _Pool:
     MAX_CACHED = 1 << 30
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a __del__ may return a block while we hold it
         self._free: dict[tuple[int, int, int], list[_mem.Allocation]] = {}
         self._cached = 0
 
@@ -76,6 +69,7 @@ class _Pool:
         return (device, capacity, stream)
 
     def take(self, size: int, device: int) -> _mem.Allocation:
+        self.drain()
         if size == 0:
             return _mem.allocate(0, device)
         capacity = -(-size // _mem.GRANULE) * _mem.GRANULE
@@ -93,6 +87,13 @@ class _Pool:
             self.free_all_blocks(device)  # as CuPy: drop the cache, then try once more
             return _mem.allocate(size, device)
 
+    def drain(self) -> None:
+        """Take in the blocks released by ``__del__`` since the last call (a finalizer may run
+        in the middle of any allocation: it only queues the block)."""
+        while _released:
+            a = _released.popleft()
+            self.give(a, a.stream)
+
     def give(self, a: _mem.Allocation, stream: int) -> None:
         if a.capacity == 0 or a.freed:
             return
@@ -104,6 +105,7 @@ class _Pool:
             self.free_all_blocks(None)
 
     def free_all_blocks(self, device: int | None) -> None:
+        self.drain()
         with self._lock:
             idle = []
             for key, blocks in self._free.items():
@@ -124,8 +126,11 @@ class _Pool:
 _POOL = _Pool()
 
 
+_released: collections.deque[_mem.Allocation] = collections.deque()
+
+
 def _pool_release(a: _mem.Allocation) -> None:
-    _POOL.give(a, a.stream)
+    _released.append(a)  # atomic: safe from a finalizer
 
 
 class MemoryPointer:
@@ -186,10 +191,6 @@ class MemoryPointer:
                             _streams.current_stream() if stream is None else stream.ptr)
 
 
-class PinnedMemoryPointer(MemoryPointer):
-    """A pointer into pinned host memory (exposes the buffer protocol through numpy)."""
-
-
 def _malloc(size: int) -> MemoryPointer:
     return MemoryPointer(Memory(size), 0)
 
@@ -200,7 +201,7 @@ class MemoryPool:
 
     def __init__(self, allocator: Any = None) -> None:
         self._limit = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a __del__ may return a block while we hold it
 
     def malloc(self, size: int) -> MemoryPointer:
         device = _streams.current_device()
@@ -235,35 +236,13 @@ class MemoryPool:
         return self._limit
 
 
-class PinnedMemoryPool:
-    """The pinned memory pool (no reuse, as :class:`MemoryPool`)."""
-
-    def __init__(self, allocator: Any = None) -> None:
-        pass
-
-    def malloc(self, size: int) -> PinnedMemoryPointer:
-        return PinnedMemoryPointer(PinnedMemory(size), 0)
-
-    def free_all_blocks(self) -> None:
-        _POOL.free_all_blocks(-1)
-
-    def n_free_blocks(self) -> int:
-        return sum(len(v) for k, v in _POOL._free.items() if k[0] < 0)
-
-
 _default_pool = MemoryPool()
-_default_pinned_pool = PinnedMemoryPool()
 _allocator: Any = _default_pool.malloc
-_pinned_allocator: Any = _default_pinned_pool.malloc
 
 
 def alloc(size: int) -> MemoryPointer:
     """Allocate ``size`` bytes on the current device with the current allocator."""
     return _allocator(int(size))
-
-
-def alloc_pinned_memory(size: int) -> PinnedMemoryPointer:
-    return _pinned_allocator(int(size))
 
 
 def set_allocator(allocator: Any = None) -> None:
@@ -273,9 +252,3 @@ def set_allocator(allocator: Any = None) -> None:
 
 def get_allocator() -> Any:
     return _allocator
-
-
-def set_pinned_memory_allocator(allocator: Any = None) -> None:
-    global _pinned_allocator
-    _pinned_allocator = (lambda n: PinnedMemoryPointer(PinnedMemory(n), 0)) \
-        if allocator is None else allocator

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 from _emucuda import memory as _mem
 from _emucuda import streams as _streams
-from _emucuda.errors import CUDARuntimeError, Fault
+from _emucuda.errors import CUDARuntimeError
+from _emucuda.errors import Fault as _Fault
+from _emucuda.errors import runtime_error as _runtime_error
 
 __all__ = ["CUDARuntimeError", "deviceSynchronize", "driverGetVersion", "getDevice",
            "getDeviceCount", "getDeviceProperties", "is_hip", "memGetInfo", "memcpy",
@@ -89,20 +91,20 @@ def _copy_views(dst: int, src: int, size: int, kind: int, what: str, device: int
     dst_dev = kind in (memcpyHostToDevice, memcpyDeviceToDevice)
     try:
         if src_dev and not _is_device(src):
-            raise Fault(f"{what}: source 0x{src:x} is not device memory "
+            raise _Fault(f"{what}: source 0x{src:x} is not device memory "
                         f"({_mem.describe(src)}) but the copy kind says it is")
         if dst_dev and not _is_device(dst):
-            raise Fault(f"{what}: destination 0x{dst:x} is not device memory "
+            raise _Fault(f"{what}: destination 0x{dst:x} is not device memory "
                         f"({_mem.describe(dst)}) but the copy kind says it is")
         if not src_dev and _is_device(src):
-            raise Fault(f"{what}: source 0x{src:x} is device memory, the copy kind says host")
+            raise _Fault(f"{what}: source 0x{src:x} is device memory, the copy kind says host")
         if not dst_dev and _is_device(dst):
-            raise Fault(f"{what}: destination 0x{dst:x} is device memory, the copy kind says "
+            raise _Fault(f"{what}: destination 0x{dst:x} is device memory, the copy kind says "
                         f"host")
         s = _mem.view(src, size, f"{what} source")
         d = _mem.view(dst, size, f"{what} destination")
-    except Fault as e:
-        raise CUDARuntimeError(1, str(e)) from None
+    except _Fault as e:
+        raise _runtime_error(1, str(e)) from None
     return d, s, (_mem.find(src), _mem.find(dst))
 
 
@@ -144,8 +146,8 @@ def memsetAsync(ptr: int, value: int, size: int, stream: int) -> None:
     _streams.check_alive(device)
     try:
         v = _mem.view(int(ptr), int(size), "cudaMemsetAsync", device=device)
-    except Fault as e:
-        raise CUDARuntimeError(1, str(e)) from None
+    except _Fault as e:
+        raise _runtime_error(1, str(e)) from None
     _streams.enqueue(int(stream), device, lambda: v.fill(value & 0xFF), "cudaMemsetAsync",
                      keep=(_mem.find(int(ptr)),))
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 from _emucuda import streams as _streams
 
 __all__ = ["Event", "ExternalStream", "Stream", "get_current_stream", "get_elapsed_time"]
+
+
+#: The Stream object of each created stream, so get_current_stream returns it.
+_objects: dict[tuple[int, int], weakref.ref[Any]] = {}
 
 
 class _BaseStream:
@@ -74,18 +79,20 @@ class Stream(_BaseStream):
                  priority: int | None = None) -> None:
         super().__init__()
         self.device_id = _streams.current_device()
+        self._owner = False
         if null:
             self.ptr = _streams.LEGACY
         elif ptds:
             self.ptr = _streams.PER_THREAD
         else:
             self.ptr = _streams.new_stream(self.device_id, non_blocking=non_blocking)
-        self.non_blocking = non_blocking
+            self._owner = True
+            _objects[(self.device_id, self.ptr)] = weakref.ref(self)
+        self._non_blocking = non_blocking
 
     def __del__(self) -> None:
-        ptr = getattr(self, "ptr", 0)
-        if ptr not in (_streams.LEGACY, _streams.PER_THREAD):
-            _streams.destroy_stream(ptr, self.device_id)
+        if getattr(self, "_owner", False):
+            _streams.destroy_stream(self.ptr, self.device_id)
 
 
 class ExternalStream(_BaseStream):
@@ -110,7 +117,8 @@ class _NullStreams:
         _BaseStream.__init__(s)
         s.device_id = _streams.current_device()
         s.ptr = self._handle
-        s.non_blocking = False
+        s._non_blocking = False
+        s._owner = False
         return s
 
 
@@ -146,12 +154,18 @@ def get_elapsed_time(start_event: Event, end_event: Event) -> float:
 
 
 def get_current_stream(device_id: int = -1) -> Stream:
-    """The calling thread's current stream on ``device_id`` (default: the current device)."""
+    """The calling thread's current stream on ``device_id`` (default: the current device): the
+    ``Stream`` object made current, as in CuPy."""
     d = _streams.current_device() if device_id < 0 else device_id
     ptr = _streams.current_stream(d)
+    ref = _objects.get((d, ptr))
+    owner = ref() if ref is not None else None
+    if owner is not None:
+        return owner
     s = Stream.__new__(Stream)
     _BaseStream.__init__(s)
     s.device_id = d
     s.ptr = ptr
-    s.non_blocking = False
+    s._non_blocking = False
+    s._owner = False
     return s
