@@ -79,7 +79,9 @@ def test_whole_chunk_files_land_aligned_and_decode_in_place(tmp_path: Path) -> N
     paths, raws = _chunk_files(tmp_path, "zstd")
     batch = KvikioIOBackend().read_batch(paths, *_whole(N))
     assert batch.data.data.ptr % READ_ALIGN == 0
-    assert (np.asarray(batch.offsets) % READ_ALIGN == 0).all()
+    # Each chunk lands where nvCOMP's zstd input must start (8 bytes): staged on the host in
+    # compat mode, at a page by DMA under GDS (planning/staging.layout_reads).
+    assert (np.asarray(batch.offsets) % 8 == 0).all()
     gpu_decode_stats.reset()
     out = NvcompDecoder().decode_batch(STEPS["zstd"], batch, np.arange(N), NBYTES,
                                        [f"c{i}" for i in range(N)])
@@ -315,3 +317,24 @@ def test_a_device_fault_is_reported_once_as_a_dead_context() -> None:
     assert info.value.key == "a"
     with pytest.raises(CUDAContextError, match="reported earlier"):
         dec.decode_batch(STEPS["zstd"], batch, np.arange(4), NBYTES, ["a", "b", "c", "d"])
+
+
+@pytest.mark.parametrize("bounced", ["host", "kvikio"])
+def test_a_file_shorter_than_its_stat_is_a_chunk_read_error(
+        tmp_path: Path, bounced: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that shrank between its ``stat`` and its read: a ChunkReadError naming it, from
+    both read paths (kvikio raises from ``pread`` itself for reads below gds_threshold)."""
+    from gds_zarr import settings
+    from gds_zarr.errors import ChunkReadError
+
+    path = tmp_path / "short"
+    path.write_bytes(bytes(1000))
+    real = KvikioIOBackend._stat
+
+    def longer(self: Any, p: str, resolve: Any) -> Any:
+        got = real(self, p, resolve)
+        return got[0], got[1] + 500, got[2]  # the file as it was when stat-ed: longer
+
+    monkeypatch.setattr(KvikioIOBackend, "_stat", longer)
+    with settings.set(gpu_bounced_reads=bounced), pytest.raises(ChunkReadError, match="short"):
+        KvikioIOBackend().read_batch([str(path)], np.array([0]), np.array([-1]))
