@@ -144,3 +144,32 @@ def gds_zarr_buffer(data: bytes) -> Any:
     from zarr.core.buffer import cpu
 
     return cpu.Buffer.from_bytes(data)
+
+
+def test_anonymous_s3_reads_with_kvikio_remote_file(s3: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unsigned S3 through kvikio: its public reader fetches the URL it is given, so it must be
+    the object's HTTP URL (an ``s3://`` URL failed: libcurl has no such scheme)."""
+    import urllib.request
+
+    prefix = uuid.uuid4().hex
+    urllib.request.urlopen(urllib.request.Request(  # a public object: ACL public-read
+        f"{s3}/{BUCKET}/{prefix}/obj", data=DATA, method="PUT",
+        headers={"x-amz-acl": "public-read", "Content-Type": "application/octet-stream"}),
+        timeout=30).read()
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    store = GDSStore(f"s3://{BUCKET}/{prefix}")
+    assert store.gpu_read_path()[0] == "kvikio RemoteFile"  # type: ignore[attr-defined]
+    _same_on_both_devices(store)
+
+
+def test_s3_region_from_aws_region_alone(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kvikio reads only AWS_DEFAULT_REGION; AWS_REGION (obstore's, boto's) must do too."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    store = GDSStore(f"s3://{BUCKET}/{uuid.uuid4().hex}")
+    store.set_sync("obj", gds_zarr_buffer(DATA))
+    assert store.gpu_read_path()[0] == "kvikio RemoteFile"  # type: ignore[attr-defined]
+    _same_on_both_devices(store)

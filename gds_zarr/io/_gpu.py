@@ -350,7 +350,13 @@ class KvikioIOBackend:
                         break
                     entries[f] = entry
                     opened += new
-                futures.append((f, size, entry.handle.pread(data[dest : dest + size], size, off)))
+                try:
+                    future = entry.handle.pread(data[dest : dest + size], size, off)
+                except (OSError, RuntimeError) as e:
+                    # kvikio reads below gds_threshold at once: their errors come from pread
+                    errors.append(ChunkReadError(files[f], f"kvikio read failed: {e}"))
+                    break
+                futures.append((f, size, future))
         finally:
             for f, want, fut in futures:  # wait for all before raising: they write into data
                 try:

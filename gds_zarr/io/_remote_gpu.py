@@ -19,19 +19,25 @@ it); :func:`remote_gpu_backend` builds the backend:
   kvikio backend takes this path too for a batch whose ranges all lie in tails that the
   shard-index round prefetched (``remote_prefetch``): no request, one copy.
 
-kvikio reads S3 settings from the environment only (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``,
+kvikio reads S3 settings from the environment only (``AWS_ACCESS_KEY_ID``,
 ``AWS_ENDPOINT_URL``, ...), so an S3 store whose endpoint or credentials come from
-``storage_options`` takes the host-staged path. Like ``CuFile``, ``RemoteFile`` needs
-libcuda, so nothing here is imported on CPU-only machines.
+``storage_options`` takes the host-staged path. Its region it reads from
+``AWS_DEFAULT_REGION`` only: the backend passes ``AWS_REGION`` (obstore's and boto's name) on
+when that is all there is. kvikio's public (unsigned) S3 reader fetches the URL it is given as
+it is, so an anonymous store hands it the object's HTTP(S) URL, not ``s3://``. Like ``CuFile``,
+``RemoteFile`` needs libcuda, so nothing here is imported on CPU-only machines.
 
 NOTE: written against kvikio's documented ``RemoteFile`` API (``open_http``, ``open_s3_url``,
-``open_s3_public``, ``pread``); it has not yet run on a GPU machine (see the tests_gpu twin).
+``open_s3_public``, ``pread``); it has run on the emulated device (tests/emulated_gpu, against
+local HTTP and S3 servers), not yet on a GPU machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -170,10 +176,12 @@ class KvikioRemoteIOBackend(HostStagedIOBackend):
         loc = self.location
         if loc.kind == "http":
             return RemoteFile.open_http(loc.object_url(path), nbytes=size)
-        url = f"s3://{loc.bucket}/{path}"
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
         if loc.anonymous() and hasattr(RemoteFile, "open_s3_public"):
-            return RemoteFile.open_s3_public(url, nbytes=size)
-        return RemoteFile.open_s3_url(url, nbytes=size)
+            return RemoteFile.open_s3_public(s3_http_url(loc.endpoint(), loc.bucket, path,
+                                                         region), nbytes=size)
+        return RemoteFile.open_s3_url(f"s3://{loc.bucket}/{path}", nbytes=size,
+                                      aws_region_name=region)
 
     def _sizes(self, files: list[str]) -> np.ndarray:
         """Each object's size, -1 if missing: known from a tail the shard-index round brought
@@ -272,6 +280,15 @@ class KvikioRemoteIOBackend(HostStagedIOBackend):
                                                            f"({url(files[f])})"))
         if errors:
             raise errors[0]
+
+
+def s3_http_url(endpoint: str | None, bucket: str, path: str, region: str | None) -> str:
+    """The HTTP(S) URL of an S3 object: path style under a configured endpoint, else AWS's
+    virtual-hosted form (what kvikio's signed reader builds from ``s3://`` itself)."""
+    key = urllib.parse.quote(path, safe="/~")
+    if endpoint:
+        return f"{endpoint.rstrip('/')}/{bucket}/{key}"
+    return f"https://{bucket}.s3.{region or 'us-east-1'}.amazonaws.com/{key}"
 
 
 def remote_io_line(device: str) -> str:

@@ -13,6 +13,11 @@ wraps the ``sync`` that zarr's synchronous Array methods call: the wrapper captu
 around zarr's own ``sync``. zarr offers no hook of its own for this (checked: zarr 3.1 and
 3.4). :class:`NDBuffer` allocates zarr's output there, and the pipeline runs the read there.
 On the CPU nothing is wrapped: a read costs what it did.
+
+On the GPU :func:`carry_caller_target` also replaces ``zarr.Array.get_coordinate_selection``
+(``z.vindex[...]``, ``z[int_array]``): zarr restores the selection's shape with
+``np.array(out).reshape(...)``, which CuPy refuses (implicit conversion to NumPy: zarr-python
+issue #3640, open). The replacement reshapes the result on its own device.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ SYNC_MODULES = ("zarr.core.array", "zarr.api.synchronous")
 
 #: Set on our wrapper: the zarr ``sync`` it wraps.
 _ORIGINAL = "_gds_zarr_wrapped_sync"
+
+#: The key :func:`carry_caller_target` keeps zarr's ``Array.get_coordinate_selection`` under.
+_COORDINATES = "zarr.core.array.Array.get_coordinate_selection"
 
 #: zarr's ``ndbuffer`` config value that selects :class:`NDBuffer`.
 NDBUFFER_PATH = "gds_zarr.pipeline._caller.NDBuffer"
@@ -97,13 +105,55 @@ def carry_caller_target(on: bool) -> dict[str, Callable[..., Any]]:
         original = getattr(current, _ORIGINAL, current)
         previous[name] = current
         module.sync = _carrying(original) if on else original  # type: ignore[attr-defined]
+    from zarr.core.array import Array
+
+    current = Array.get_coordinate_selection
+    original = getattr(current, _ORIGINAL, current)
+    previous[_COORDINATES] = current
+    Array.get_coordinate_selection = (  # type: ignore[method-assign]
+        _coordinates_on_device(original) if on else original)
     return previous
 
 
 def restore_sync(previous: dict[str, Callable[..., Any]]) -> None:
     """Put back what :func:`carry_caller_target` replaced."""
     for name, fn in previous.items():
+        if name == _COORDINATES:
+            from zarr.core.array import Array
+
+            Array.get_coordinate_selection = fn  # type: ignore[method-assign]
+            continue
         importlib.import_module(name).sync = fn  # type: ignore[attr-defined]
+
+
+def _coordinates_on_device(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Array.get_coordinate_selection`` whose device results keep their device.
+
+    zarr's body, with the final ``np.array(out).reshape(shape)`` replaced by ``out.reshape``
+    for arrays that are not numpy's (zarr-python #3640); host results take zarr's own path.
+    """
+
+    @functools.wraps(original)
+    def get_coordinate_selection(self: Any, selection: Any, *, out: Any = None,
+                                 fields: Any = None, prototype: Any = None) -> Any:
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.indexing import CoordinateIndexer
+
+        if prototype is None:
+            prototype = default_buffer_prototype()
+        if not issubclass(prototype.nd_buffer, _zarr_gpu.NDBuffer):
+            return original(self, selection, out=out, fields=fields, prototype=prototype)
+        grid = getattr(self, "_chunk_grid", None) or self.metadata.chunk_grid  # zarr >= 3.2
+        indexer = CoordinateIndexer(selection, self.shape, grid)
+        module = importlib.import_module("zarr.core.array")
+        result = module.sync(self.async_array._get_selection(
+            indexer=indexer, out=out, fields=fields, prototype=prototype))
+        if hasattr(result, "shape"):
+            result = result.reshape(indexer.sel_shape)  # a copy in zarr; a view is enough
+        return result
+
+    setattr(get_coordinate_selection, _ORIGINAL, original)
+    return get_coordinate_selection
 
 
 class NDBuffer(_zarr_gpu.NDBuffer):
