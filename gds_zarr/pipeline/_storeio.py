@@ -152,9 +152,11 @@ async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops
                 for k, a, b in zip(keys, starts.tolist(), stops.tolist(), strict=True)]
     try:
         buffers = await store.get_partial_values(buffer_prototype, requests)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotImplementedError):
         # zarr's LocalStore raises for a missing key here instead of giving None (zarr 3.1 and
-        # 3.4); ``get`` does give None, so the batch is retried key by key.
+        # 3.4), and some stores have no batched read at all (VirtualiZarr's ManifestStore:
+        # NotImplementedError); ``get`` with a byte range is what every store has, and what
+        # zarr's own pipeline reads with, so the batch is read request by request.
         buffers = await asyncio.gather(*(store.get(k, prototype=buffer_prototype, byte_range=r)
                                          for k, r in requests))
     return pack_buffers(buffers)
