@@ -35,9 +35,12 @@ import functools
 import itertools
 import os
 import resource
+import socket
 import stat
 import threading
+import time
 import uuid
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, Literal, TypeVar
@@ -55,8 +58,10 @@ __all__ = [
     "group_requests",
     "not_a_file",
     "read_scattered",
+    "remove_stale_temp_files",
     "resolve_ranges",
     "run_parts",
+    "stale_temp_files",
     "temp_path_for",
 ]
 
@@ -155,10 +160,79 @@ def _fd_budget() -> int:
     return max(16, soft // 2)
 
 
+@functools.cache
+def _host_tag() -> str:
+    """8 hex digits naming this host and boot: a PID in a temp name means a process here."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    return f"{zlib.crc32(f'{socket.gethostname()}/{boot}'.encode()):08x}"
+
+
 def temp_path_for(path: str) -> str:
-    """A unique hidden temporary name next to ``path`` (see :func:`is_temp_name`)."""
+    """A unique hidden temporary name next to ``path`` (see :func:`is_temp_name`).
+
+    Its 32 hex digits are the writer's host tag, its PID and 16 random digits, so that a file a
+    killed writer left behind can be told from one a live writer owns
+    (:func:`stale_temp_files`).
+    """
     head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.{uuid.uuid4().hex}.partial")
+    return os.path.join(head, f".{tail}.{_host_tag()}{os.getpid() & 0xFFFFFFFF:08x}"
+                              f"{uuid.uuid4().hex[:16]}.partial")
+
+
+#: A temp file untouched this long is stale whoever wrote it (a writer on another host).
+STALE_TEMP_AGE = 3600.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def stale_temp_files(directory: str, max_age: float = STALE_TEMP_AGE) -> list[str]:
+    """Temporary files in ``directory`` that no live writer can own: written on this host by a
+    process that no longer exists, or (any host) not modified for ``max_age`` seconds.
+
+    A PID reused since its writer died keeps the file until it is ``max_age`` old.
+    """
+    out: list[str] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for e in entries:
+        if not is_temp_name(e.name):
+            continue
+        digits = e.name[-40:-8]
+        try:
+            if digits[:8] == _host_tag() and not _alive(int(digits[8:16], 16)):
+                out.append(e.path)
+            elif now - e.stat(follow_symlinks=False).st_mtime > max_age:
+                out.append(e.path)
+        except (FileNotFoundError, ValueError):
+            continue  # renamed into place meanwhile, or not one of ours after all
+    return out
+
+
+def remove_stale_temp_files(directory: str, max_age: float = STALE_TEMP_AGE) -> int:
+    """Remove :func:`stale_temp_files` of ``directory``; how many went."""
+    removed = 0
+    for path in stale_temp_files(directory, max_age):
+        try:
+            os.unlink(path)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def is_temp_name(name: str) -> bool:

@@ -39,7 +39,12 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from gds_zarr._device import resolve_device
 from gds_zarr.errors import ChunkReadError, InvalidKeyError, ReadOnlyError
 from gds_zarr.io._base import BatchRead, IOBackend, IOStats
-from gds_zarr.io._cpu import PosixIOBackend, is_temp_name
+from gds_zarr.io._cpu import (
+    STALE_TEMP_AGE,
+    PosixIOBackend,
+    is_temp_name,
+    remove_stale_temp_files,
+)
 from gds_zarr.planning.index_cache import shard_index_cache
 from gds_zarr.store._keys import KeyResolver
 from gds_zarr.store._url import is_url
@@ -137,6 +142,7 @@ class GDSStore(Store):
         self.root = Path(os.fspath(root))
         self._keys = KeyResolver(os.fspath(self.root))
         self._backends: dict[Device, IOBackend] = {}
+        self._swept: set[str] = set()  # directories whose stale temp files were removed
 
     # ------------------------------------------------------------------ identity, pickling
 
@@ -496,6 +502,7 @@ class GDSStore(Store):
                             f"instance of {type(value)} instead.")
         self._ensure_open_sync()
         path = self._keys.path(key)
+        self._sweep(os.path.dirname(path))
         shard_index_cache.drop_path(path)  # the file is replaced: its cached index is garbage
         array = value.as_array_like()
         if hasattr(array, "__cuda_array_interface__") and not hasattr(array, "__array_interface__"):
@@ -504,6 +511,38 @@ class GDSStore(Store):
                 return
             array = value.as_numpy_array()
         self._backend("cpu").write_file(path, array, exclusive=exclusive)  # type: ignore[call-arg]
+
+    def _sweep(self, directory: str) -> None:
+        """Once per directory and store: remove the temporary files that killed writers left
+        there (one ``scandir``; see :func:`gds_zarr.io._cpu.stale_temp_files`)."""
+        swept = getattr(self, "_swept", None)
+        if swept is None:
+            swept = self._swept = set()
+        if directory not in swept:
+            swept.add(directory)
+            remove_stale_temp_files(directory)
+
+    def remove_partial_files(self, max_age: float = STALE_TEMP_AGE) -> int:
+        """Remove every temporary file of an unfinished write that no live writer can own.
+
+        Writes go to a hidden ``.<name>.<tag>.partial`` file renamed into place; a writer
+        killed before the rename (``kill -9``, a crash, a power cut) leaves it behind. Each
+        write already removes those in its own directory, once per store; this walks the
+        whole store. A file is removed when it was written on this host by a process that no
+        longer exists, or when it has not been modified for ``max_age`` seconds (a writer on
+        another host, or a PID reused since). Listings never show these files.
+
+        Returns
+        -------
+        int
+            How many files were removed.
+        """
+        self._check_writable()
+        self._ensure_open_sync()
+        removed = 0
+        for directory, _, _ in os.walk(self._keys.root):
+            removed += remove_stale_temp_files(directory, max_age)
+        return removed
 
     async def set(self, key: str, value: Buffer) -> None:
         """Store ``value`` at ``key`` atomically (temporary file, then rename)."""
