@@ -56,3 +56,35 @@ def test_gpu_unavailable_raises() -> None:
         pytest.skip("a GPU is usable here")
     with pytest.raises(DeviceUnavailableError):
         enable("gpu")
+
+
+def test_enable_takes_the_device_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                      fresh_gpu_status: None) -> None:
+    """Issue 20, item 1: ``enable()`` without a device is ``GDS_ZARR_DEVICE``'s."""
+    from gds_zarr import settings
+    from gds_zarr._device import gpu_status
+    from gds_zarr.errors import DeviceUnavailableError
+
+    monkeypatch.setenv("GDS_ZARR_DEVICE", "cpu")
+    with gds_zarr.enable() as on:
+        assert on.device == "cpu" and settings.get("device") == "cpu"
+    if gpu_status().usable:
+        return
+    monkeypatch.setenv("GDS_ZARR_DEVICE", "gpu")  # no GPU here: an error, not the CPU
+    with pytest.raises(DeviceUnavailableError, match="GDS_ZARR_DEVICE"):
+        gds_zarr.enable()
+
+
+@pytest.mark.parametrize(("var", "value", "accepts"), [
+    ("GDS_ZARR_DEVICE", "banana", "'auto', 'gpu' or 'cpu'"),
+    ("GDS_ZARR_MEMORY_BUDGET", "lots", "byte size"),
+])
+def test_a_bad_environment_value_raises_at_enable(monkeypatch: pytest.MonkeyPatch, var: str,
+                                                  value: str, accepts: str) -> None:
+    import zarr
+
+    before = zarr.config.get("codec_pipeline.path")
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValueError, match=f"{var}={value!r}.*{accepts}"):
+        gds_zarr.enable()
+    assert zarr.config.get("codec_pipeline.path") == before  # nothing changed

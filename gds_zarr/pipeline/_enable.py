@@ -50,7 +50,7 @@ class Enabled:
         return f"gds_zarr.enable(device={self.device!r})"
 
 
-def enable(device: str = "auto", **values: Any) -> Enabled:
+def enable(device: str | None = None, **values: Any) -> Enabled:
     """Make zarr read through :class:`~gds_zarr.GDSCodecPipeline`.
 
     Sets zarr's ``codec_pipeline.path`` to ``gds_zarr.GDSCodecPipeline``; when the device
@@ -63,7 +63,8 @@ def enable(device: str = "auto", **values: Any) -> Enabled:
     Parameters
     ----------
     device
-        ``"auto"`` (GPU if usable), ``"gpu"`` (error if not usable) or ``"cpu"``.
+        ``"auto"`` (GPU if usable), ``"gpu"`` (error if not usable) or ``"cpu"``; None (the
+        default): the ``device`` setting, i.e. ``GDS_ZARR_DEVICE`` or ``"auto"``.
     **values
         Settings such as ``memory_budget="256MiB"`` or ``decode_threads=4``.
 
@@ -78,14 +79,19 @@ def enable(device: str = "auto", **values: Any) -> Enabled:
     gds_zarr.errors.DeviceUnavailableError
         If ``device="gpu"`` and the GPU path cannot run.
     KeyError, ValueError, TypeError
-        For an unknown setting or a bad value; nothing is changed then.
+        For an unknown setting or a bad value, given here or in a ``GDS_ZARR_*`` environment
+        variable (the message names the variable and what it accepts); nothing is changed then.
     """
     import zarr
 
     import gds_zarr.pipeline  # noqa: F401  - registers the pipeline
 
-    resolved = resolve_device(device)
-    ctx = settings.set(device=device, **values)
+    # Every setting the environment gives is checked now, not at the first read that uses it.
+    settings.as_dict()
+    if device is not None:
+        values = {"device": device, **values}
+    resolved = resolve_device(device)  # None: the setting, and errors name its variable
+    ctx = settings.set(**values)
     previous = {key: zarr.config.get(key) for key in _ZARR_KEYS}
     if resolved == "gpu":
         buffers = {"buffer": "zarr.buffer.gpu.Buffer", "ndbuffer": NDBUFFER_PATH}
