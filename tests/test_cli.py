@@ -142,3 +142,34 @@ def test_python_m_gds_zarr_demo_subprocess() -> None:
                        capture_output=True, text=True, check=False, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.rstrip().endswith("ok")
+
+
+def test_version_and_descriptions(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--version`` prints the one version; every subcommand has a description."""
+    import gds_zarr
+    from gds_zarr.cli import _parser
+
+    with pytest.raises(SystemExit) as e:
+        _parser().parse_args(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"gds-zarr {gds_zarr.__version__}"
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():  # type: ignore[union-attr]
+        assert parser.description, name
+
+
+def test_the_version_and_license_are_written_once() -> None:
+    """pyproject takes the version from gds_zarr/__init__.py; LICENSE is the Apache-2.0 text
+    pyproject names."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    import gds_zarr
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert importlib.metadata.version("gds-zarr") == gds_zarr.__version__
+    assert project["license"] == "Apache-2.0"
+    assert "Apache License\n                           Version 2.0" in (root / "LICENSE").read_text()

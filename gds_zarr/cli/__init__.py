@@ -33,10 +33,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="gds-zarr",
         description="Read Zarr arrays straight into GPU memory (kvikio + nvCOMP), "
                     "with a complete CPU path.")
+    from gds_zarr import __version__
+
+    p.add_argument("--version", action="version", version=f"gds-zarr {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{info,demo,settings,convert}")
-    info = sub.add_parser("info", help="what will be used here, and why")
+    info = sub.add_parser("info", help="what will be used here, and why",
+                          description="What gds_zarr will use here (device and why, GPU, "
+                                      "kvikio/GDS, nvCOMP, settings, codecs).")
     info.add_argument("--json", action="store_true", help="print the report as JSON")
-    demo = sub.add_parser("demo", help="write a sample array, read it back, check and time it")
+    demo = sub.add_parser("demo", help="write a sample array, read it back, check and time it",
+                          description="Write a sample array, read it back through GDSStore, "
+                                      "check the values against zarr's and print the path "
+                                      "used and the throughput.")
     demo.add_argument("--device", choices=("auto", "gpu", "cpu"), default=None,
                       help="device to read to (default: the device setting, GDS_ZARR_DEVICE)")
     demo.add_argument("--shape", default="2048x2048",
@@ -45,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="reads per array; the fastest is reported (default: 3)")
     demo.add_argument("--keep", type=Path, default=None, metavar="DIR",
                       help="write the sample arrays into DIR and keep them")
-    sub.add_parser("settings", help="print the settings table (Markdown)")
+    sub.add_parser("settings", help="print the settings table (Markdown)",
+                   description="Every setting: name, default, environment variable, meaning "
+                               "(a Markdown table; the README's table is this output).")
     _convert.add_parser(sub)
     return p
 
