@@ -167,3 +167,27 @@ def test_device_pool_reuses_a_block_on_its_stream() -> None:
     with other:
         d = cupy.empty(256, cupy.uint8)
         assert d.data.ptr != c.data.ptr
+
+
+def test_per_thread_default_stream_blocks_stay_in_their_thread() -> None:
+    """CuPy files the per-thread default stream's blocks per thread (cupy#5069): a block
+    freed there is reused by that thread only, although every thread's handle is 2."""
+    import threading
+
+    freed: list[int] = []
+
+    def other() -> None:
+        with cupy.cuda.Stream.ptds:
+            a = cupy.full(4096, 7, cupy.uint8)
+            freed.append(a.data.ptr)
+            del a
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    with cupy.cuda.Stream.ptds:
+        b = cupy.empty(4096, cupy.uint8)
+        assert b.data.ptr != freed[0]
+        ptr = b.data.ptr
+        del b
+        assert cupy.empty(4096, cupy.uint8).data.ptr == ptr  # this thread's own: reused

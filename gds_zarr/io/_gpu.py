@@ -24,6 +24,7 @@ kvikio, CuPy and libcuda are imported only when a backend is first used.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import resource
@@ -219,20 +220,23 @@ class KvikioIOBackend:
 
     def _stat(self, path: str, resolve_link: Callable[[str], str] | None) -> tuple[str, int,
                                                                                   _Ident | None]:
+        """``(real path, size, ident)`` of ``path``, size -1 if missing; errors name ``path``
+        (the key's path, as the CPU backend's do), not where a symlink leads."""
+        real = path
         try:
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
-                path = resolve_link(path) if resolve_link is not None else os.path.realpath(path)
-                st = os.stat(path)
+                real = resolve_link(path) if resolve_link is not None else os.path.realpath(path)
+                st = os.stat(real)
         except (FileNotFoundError, NotADirectoryError):
-            return path, -1, None
+            return real, -1, None
         except OSError as e:
             raise ChunkReadError(path, f"{e.strerror or e} (errno {e.errno})") from e
         if not stat.S_ISREG(st.st_mode):
             raise not_a_file(path, st.st_mode)
-        if not os.access(path, os.R_OK):
-            raise ChunkReadError(path, "permission denied")
-        return path, st.st_size, _ident(st)
+        if not os.access(real, os.R_OK):
+            raise ChunkReadError(path, f"{os.strerror(errno.EACCES)} (errno {errno.EACCES})")
+        return real, st.st_size, _ident(st)
 
     def read_batch(
         self,
@@ -290,7 +294,12 @@ class KvikioIOBackend:
         opened = 0
         host_bytes = 0
         if layout.host.ncalls:
-            host_bytes = self._read_on_host(layout, [p for p, _, _ in stated], sizes, data)
+            real = [p for p, _, _ in stated]
+            try:
+                host_bytes = self._read_on_host(layout, real, sizes, data)
+            except ChunkReadError as e:  # it names the real path: name the key's, as kvikio's
+                key = files[real.index(e.key)] if e.key in real else e.key
+                raise ChunkReadError(key, e.reason) from e
             opened += len(np.unique(layout.host.call_file))
         if plan.nreads:
             _configure_kvikio(plan.nreads, plan.total_size)

@@ -21,11 +21,14 @@ it); :func:`remote_gpu_backend` builds the backend:
 
 kvikio reads S3 settings from the environment only (``AWS_ACCESS_KEY_ID``,
 ``AWS_ENDPOINT_URL``, ...), so an S3 store whose endpoint or credentials come from
-``storage_options`` takes the host-staged path. Its region it reads from
-``AWS_DEFAULT_REGION`` only: the backend passes ``AWS_REGION`` (obstore's and boto's name) on
-when that is all there is. kvikio's public (unsigned) S3 reader fetches the URL it is given as
-it is, so an anonymous store hands it the object's HTTP(S) URL, not ``s3://``. Like ``CuFile``,
-``RemoteFile`` needs libcuda, so nothing here is imported on CPU-only machines.
+``storage_options`` takes the host-staged path, and so does one whose credentials come from a
+profile, a web identity or a container role (kvikio signs with ``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY`` only). Its region it reads from ``AWS_DEFAULT_REGION`` only: the
+backend passes ``AWS_REGION`` (obstore's and boto's name) on when that is all there is, and
+``us-east-1`` (obstore's default) when neither is set. kvikio's public (unsigned) S3 reader
+fetches the URL it is given as it is, so an anonymous store hands it the object's HTTP(S) URL,
+not ``s3://``. Like ``CuFile``, ``RemoteFile`` needs libcuda, so nothing here is imported on
+CPU-only machines.
 
 NOTE: written against kvikio's documented ``RemoteFile`` API (``open_http``, ``open_s3_url``,
 ``open_s3_public``, ``pread``); it has run on the emulated device (tests/emulated_gpu, against
@@ -83,6 +86,11 @@ def remote_gpu_choice(location: Any) -> tuple[str, str]:
         if given:
             return staged, (f"storage_options set {', '.join(given)}; kvikio takes S3 settings "
                             f"from the AWS_* environment only")
+        if not location.anonymous() and not os.environ.get("AWS_ACCESS_KEY_ID"):
+            # A profile, web identity or container role: obstore signs with those, kvikio not.
+            return staged, ("S3 credentials come from the environment without "
+                            "AWS_ACCESS_KEY_ID; kvikio signs with AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY only")
     why = _kvikio_remote()
     if why is not None:
         return staged, why
@@ -176,7 +184,9 @@ class KvikioRemoteIOBackend(HostStagedIOBackend):
         loc = self.location
         if loc.kind == "http":
             return RemoteFile.open_http(loc.object_url(path), nbytes=size)
-        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+        # kvikio fails without a region where obstore assumes AWS's default: assume it too.
+        region = (os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+                  or "us-east-1")
         if loc.anonymous() and hasattr(RemoteFile, "open_s3_public"):
             return RemoteFile.open_s3_public(s3_http_url(loc.endpoint(), loc.bucket, path,
                                                          region), nbytes=size)
@@ -258,15 +268,22 @@ class KvikioRemoteIOBackend(HostStagedIOBackend):
         try:
             for f, group in itertools.groupby(zip(rf, ro, rs, rd, strict=True),
                                                key=lambda r: r[0]):
+                # kvikio raises RuntimeError, or ValueError (std::invalid_argument) for what
+                # the environment lacks (a region, a session token) or disallows.
                 try:
                     handles[f] = self._open(files[f], int(sizes[f]))
-                except (OSError, RuntimeError) as e:
+                except (OSError, RuntimeError, ValueError) as e:
                     errors.append(ChunkReadError(files[f], f"kvikio RemoteFile could not open "
                                                            f"it: {e} ({url(files[f])})"))
                     break
-                for _, off, size, dest in group:
-                    futures.append((f, size, handles[f].pread(data[dest:dest + size], size,
-                                                              off)))
+                try:
+                    for _, off, size, dest in group:
+                        futures.append((f, size, handles[f].pread(data[dest:dest + size], size,
+                                                                  off)))
+                except (OSError, RuntimeError, ValueError) as e:
+                    errors.append(ChunkReadError(files[f], f"kvikio read failed: {e} "
+                                                           f"({url(files[f])})"))
+                    break
         finally:
             for f, want, fut in futures:  # wait for all before raising: they write into data
                 try:

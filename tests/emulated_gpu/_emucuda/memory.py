@@ -81,7 +81,8 @@ class Allocation:
     freed: bool = False
     #: Queued work items that use the allocation (never unmapped while > 0).
     pending: int = 0
-    #: The stream it was allocated on (CuPy's pool reuses a block on that stream only).
+    #: The pool arena of the stream it was allocated on (CuPy's pool reuses a block on that
+    #: stream only; the per-thread default stream: in that thread only, see pool_stream).
     stream: int = 0
     _array: np.ndarray | None = field(default=None, repr=False)
 
@@ -144,9 +145,9 @@ def allocate(nbytes: int, device: int) -> Allocation:
     ptr = region + _PAGE + data_len - capacity  # ends at the trailing guard page
     a = Allocation(ptr, nbytes, capacity, device, site, region, region_len)
     if device >= 0:
-        from .streams import current_stream
+        from .streams import pool_stream
 
-        a.stream = current_stream(device)
+        a.stream = pool_stream(device)
     with _lock:
         i = bisect.bisect_left(_starts, ptr)
         _starts.insert(i, ptr)

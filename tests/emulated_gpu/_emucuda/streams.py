@@ -138,6 +138,14 @@ def current_stream(device: int | None = None) -> int:
     return _local.streams.get(d, _DEFAULT)
 
 
+def pool_stream(device: int) -> int:
+    """The arena CuPy's device pool files an allocation of this thread under: its current
+    stream, but the per-thread default stream is one arena per thread (CuPy's
+    ``_get_stream_identifier``, cupy#5069), not one for every thread's handle 2."""
+    handle = current_stream(device)
+    return -threading.get_ident() if handle == PER_THREAD else handle
+
+
 def set_current_stream(handle: int, device: int | None = None) -> None:
     d = _local.device if device is None else device
     _local.streams[d] = int(handle)

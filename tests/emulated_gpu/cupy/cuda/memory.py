@@ -65,7 +65,7 @@ class _Pool:
 
     @staticmethod
     def _key(capacity: int, device: int) -> tuple[int, int, int]:
-        stream = _streams.current_stream(device) if device >= 0 else 0
+        stream = _streams.pool_stream(device) if device >= 0 else 0
         return (device, capacity, stream)
 
     def take(self, size: int, device: int) -> _mem.Allocation:

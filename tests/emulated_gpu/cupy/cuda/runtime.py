@@ -31,7 +31,11 @@ _DRIVER_VERSION = 12080
 
 
 def getDeviceCount() -> int:
-    return _streams.device_count()
+    # cudaGetDeviceCount fails with cudaErrorNoDevice when there is none; CuPy raises it.
+    count = _streams.device_count()
+    if count == 0:
+        raise _runtime_error(100, "EMULATED_GPU_DEVICES=0")
+    return count
 
 
 def getDevice() -> int:
