@@ -34,14 +34,16 @@ _DISTRIBUTIONS = (
     "zarr", "numcodecs", "numpy", "zarrs",
 )
 
-#: Compressors the GPU decoder hands to nvCOMP, and how. Keep in step with decode/_gpu.py.
-_GPU_CODECS: tuple[tuple[str, str | None, str], ...] = (
-    ("zstd", "nvCOMP Zstd", "one frame with content size, as zarr and numcodecs write it"),
-    ("gzip", "nvCOMP Gzip", "single-member gzip, as zarr's GzipCodec writes it"),
-    ("zlib", "nvCOMP Deflate", "numcodecs Zlib: 2-byte header and Adler-32 trailer stripped"),
-    ("lz4", "nvCOMP LZ4", "numcodecs LZ4: 4-byte size prefix stripped, then one LZ4 block"),
-    ("blosc", None, "nvCOMP has no Blosc decoder: numcodecs on the CPU, copied to the device"),
-    ("other numcodecs", None, "numcodecs on the CPU, copied to the device"),
+#: The codecs ``info`` lists: the step kind the decoder sees, and how it is handed over. Which
+#: decoder runs each is asked of decode/_gpu.py (``device_decoder``), not written here.
+_CODECS: tuple[tuple[str, str, str], ...] = (
+    ("zstd", "zstd", "one frame with content size, as zarr and numcodecs write it"),
+    ("gzip", "gzip", "single-member gzip, as zarr's GzipCodec writes it"),
+    ("zlib", "zlib", "numcodecs Zlib: 2-byte header and Adler-32 trailer stripped"),
+    ("lz4", "lz4", "numcodecs LZ4: 4-byte size prefix stripped, then one LZ4 block"),
+    ("blosc", "blosc", "frames planned on the host, the LZ4/Zstd streams inside in one nvCOMP "
+                       "call per codec, one unshuffle kernel; BloscLZ or Zlib inside: the CPU"),
+    ("other numcodecs", "numcodecs", "numcodecs on the CPU, copied to the device"),
 )
 
 
@@ -390,8 +392,13 @@ def info(refresh: bool = False) -> Info:
                             _io_path(None, kv), _err(e))
     nvcomp = _library("nvidia.nvcomp", "nvCOMP")
     on_gpu = device.device == "gpu"
-    codecs = [CodecSupport(name, dec, "gpu" if on_gpu and dec is not None else "cpu", note)
-              for name, dec, note in _GPU_CODECS]
+    from gds_zarr.decode._gpu import device_decoder
+
+    codecs = []
+    for name, kind, note in _CODECS:
+        dec = device_decoder([kind])
+        codecs.append(CodecSupport(name, dec, "gpu" if on_gpu and dec is not None else "cpu",
+                                   note))
     return Info(
         gds_zarr_version=__version__,
         python=f"{platform.python_version()} ({sys.executable})",

@@ -48,7 +48,8 @@ def test_codec_table() -> None:
     assert by_name["zlib"].gpu_decoder == "nvCOMP Deflate"
     assert by_name["lz4"].gpu_decoder == "nvCOMP LZ4"
     assert by_name["gzip"].gpu_decoder == "nvCOMP Gzip"
-    assert by_name["blosc"].gpu_decoder is None and by_name["blosc"].decodes_on == "cpu"
+    assert by_name["blosc"].gpu_decoder == "nvCOMP LZ4/Zstd + unshuffle kernel"
+    assert by_name["other numcodecs"].gpu_decoder is None
 
 
 def test_settings_are_reported() -> None:

@@ -59,7 +59,8 @@ from gds_zarr.decode._base import BytesStep
 from gds_zarr.errors import ChunkDecodeError, CUDAContextError, GDSZarrError, GPUDecodeError
 from gds_zarr.planning import staging
 
-__all__ = ["GPUDecodeStats", "NvcompDecoder", "classify_failure", "gpu_decode_stats"]
+__all__ = ["GPUDecodeStats", "NvcompDecoder", "classify_failure", "device_decoder",
+           "gpu_decode_stats"]
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,21 @@ def _crc_tables_on(poly: int, device: int) -> tuple[Any, Any]:
 
 
 Failure = Literal["refused", "sticky", "error"]
+
+
+def device_decoder(kinds: Sequence[str]) -> str | None:
+    """What decodes a chain of step kinds (decode order) on the device, in words; None when
+    :class:`NvcompDecoder` hands the chain to the host. The one rule ``supports`` and
+    ``gds-zarr info`` both read."""
+    kinds = list(kinds)
+    if kinds == ["blosc"]:  # decode/_blosc_gpu.py
+        from gds_zarr.decode._blosc_gpu import NVCOMP_CODECS
+
+        return f"nvCOMP {'/'.join(sorted(set(NVCOMP_CODECS.values())))} + unshuffle kernel"
+    compressors = [k for k in kinds if k in _COMPRESSORS]
+    if not all(k in _GPU_KINDS for k in kinds) or len(compressors) > 1:
+        return None
+    return f"nvCOMP {_COMPRESSORS[compressors[0]]}" if compressors else "CRC-32C kernel"
 
 
 def _chain(e: BaseException) -> list[BaseException]:
@@ -544,11 +560,9 @@ class NvcompDecoder:
         self._logged = _LogOnce()
 
     def supports(self, steps: Sequence[BytesStep]) -> bool:
-        """True when every step runs on the GPU: crc32c steps and at most one compressor."""
-        if len(steps) == 1 and steps[0].kind == "blosc":  # decode/_blosc_gpu.py
-            return True
-        kinds = [s.kind for s in steps]
-        return all(k in _GPU_KINDS for k in kinds) and sum(k in _COMPRESSORS for k in kinds) <= 1
+        """True when every step runs on the GPU: crc32c steps and at most one compressor, or
+        one Blosc step (see :func:`device_decoder`)."""
+        return device_decoder([s.kind for s in steps]) is not None
 
     def _codec(self, algorithm: str, device: int, stream: int) -> Any:
         """One codec per (algorithm, device, stream) and thread, created once."""
