@@ -42,12 +42,13 @@ import sys
 
 import coverage
 
-# Floors: raised as the emulated leg covers more; issue 18 asks for 95 everywhere.
+# Issue 18 asks for 95% everywhere; 99-100% run today (two lines no test can reach, named in
+# the closing note of issue 18).
 FLOORS = {
-    "gds_zarr/decode/_gpu.py": 90, "gds_zarr/decode/_blosc_gpu.py": 83,
-    "gds_zarr/decode/_scatter_gpu.py": 85, "gds_zarr/io/_gpu.py": 86,
-    "gds_zarr/io/_remote_gpu.py": 77, "gds_zarr/pipeline/_gpuread.py": 88,
-    "gds_zarr/pipeline/_caller.py": 95,
+    "gds_zarr/decode/_gpu.py": 97, "gds_zarr/decode/_blosc_gpu.py": 97,
+    "gds_zarr/decode/_scatter_gpu.py": 97, "gds_zarr/io/_gpu.py": 97,
+    "gds_zarr/io/_remote_gpu.py": 97, "gds_zarr/pipeline/_gpuread.py": 97,
+    "gds_zarr/pipeline/_caller.py": 97,
 }
 cov = coverage.Coverage(config_file=sys.argv[1])
 cov.load()

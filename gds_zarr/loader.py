@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from gds_zarr._device import resolve_device
+from gds_zarr._device import Device, resolve_device
 from gds_zarr.settings import parse_bytes
 
 __all__ = ["WindowLoader"]
@@ -240,32 +240,45 @@ class _State:
             self.cond.notify_all()
 
 
-def _read_all(arrays: list[Any], groups: list[list[Any]], nbytes: list[int], device: str,
+def _read_all(arrays: list[Any], groups: list[list[Any]], nbytes: list[int], device: Device,
               state: _State, use_own_loop: bool, cuda_device: int | None) -> None:
     """The reader thread: each batch's windows of every array, in order, into the queue.
 
     On the GPU it works on the consumer's device, on a stream of its own (so its kernels
     overlap the consumer's); every batch is complete on the device before it is queued.
+    Whatever happens, the consumer gets an item that ends its wait: a failure before the first
+    batch (no stream on a dead CUDA context) is handed over as a batch's would be.
     """
-    if cuda_device is None:
-        _read_batches(arrays, groups, nbytes, device, state, use_own_loop)
-        return
-    import cupy
+    try:
+        if cuda_device is None:
+            _read_batches(arrays, groups, nbytes, device, state, use_own_loop)
+            return
+        import cupy
 
-    with cupy.cuda.Device(cuda_device), cupy.cuda.Stream(non_blocking=True):
-        _read_batches(arrays, groups, nbytes, device, state, use_own_loop)
+        with cupy.cuda.Device(cuda_device), cupy.cuda.Stream(non_blocking=True):
+            _read_batches(arrays, groups, nbytes, device, state, use_own_loop)
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises
+        state.items.put((e, 0))
+    finally:
+        state.items.put((_DONE, 0))
 
 
-def _read_batches(arrays: list[Any], groups: list[list[Any]], nbytes: list[int], device: str,
+def _read_batches(arrays: list[Any], groups: list[list[Any]], nbytes: list[int], device: Device,
                   state: _State, use_own_loop: bool) -> None:
     from zarr.core.sync import sync
 
-    from gds_zarr.windows import aread_many
+    from gds_zarr.pipeline._many import read_windows
+
+    target = None
+    if device == "gpu":  # zarr's loop thread may run the reads: they run on this thread's target
+        from gds_zarr._device import current_cuda_target
+
+        target = current_cuda_target()
 
     async def one(sels: list[Any]) -> Any:
         if len(arrays) == 1:
-            return await aread_many(arrays[0], sels, device=device)
-        return tuple(await asyncio.gather(*(aread_many(a, sels, device=device)
+            return await read_windows(arrays[0], sels, device, target)
+        return tuple(await asyncio.gather(*(read_windows(a, sels, device, target)
                                             for a in arrays)))
 
     loop = asyncio.new_event_loop() if use_own_loop else None
@@ -283,7 +296,6 @@ def _read_batches(arrays: list[Any], groups: list[list[Any]], nbytes: list[int],
     finally:
         if loop is not None:
             loop.close()
-        state.items.put((_DONE, 0))
 
 
 class _Batches(Iterator[Any]):

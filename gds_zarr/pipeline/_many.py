@@ -126,15 +126,16 @@ async def _read_windows(a: Any, selections: list[Any], device: Device) -> Any:
     desc = _describe(a)
     sels = normalize_selections(selections, shape) if shape else None
     via_zarr = list(range(n)) if isinstance(desc, str) or sels is None else list(sels.fallback)
-    prototype = _prototype(device)
+    prototype = _zarr_prototype(device)
     # zarr reads these itself (first, so a bad selection raises zarr's error before any work).
     zres: dict[int, Any] = {}
     stats.add(read_many_via_zarr=len(via_zarr))
     for i in via_zarr:
         zres[i] = await a.getitem(selections[i], prototype=prototype)
     if isinstance(desc, str) or sels is None:
-        return _assemble_zarr_only([zres[i] for i in range(n)], device,
-                                   a.metadata.dtype.to_native_dtype())
+        with on_target():  # host results (see _zarr_prototype) go to the caller's device
+            return _assemble_zarr_only([zres[i] for i in range(n)], device,
+                                       a.metadata.dtype.to_native_dtype())
     xp = _xp(device)
     result_shapes = [sels.result_shape(i) if i not in zres else tuple(np.shape(zres[i]))
                      for i in range(n)]
@@ -182,6 +183,19 @@ def _prototype(device: Device) -> Any:
     from zarr.core.buffer import cpu
 
     return cpu.buffer_prototype
+
+
+def _zarr_prototype(device: Device) -> Any:
+    """The buffers of zarr's own reads here. On the GPU: the device's where they are zarr's
+    default (under ``enable(device="gpu")``), else the host's, the results then copied to the
+    device. zarr refuses any prototype but its default in sharded arrays ("Non-default buffer
+    prototypes are not supported within shards"), and its numcodecs array codecs cannot read
+    device buffers."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    if device == "gpu" and _prototype("gpu") == default_buffer_prototype():
+        return _prototype("gpu")
+    return _prototype("cpu")
 
 
 def _native(x: Any, xp: Any, dtype: Any) -> Any:

@@ -485,7 +485,8 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
     finish: list[tuple[int, Any, Any]] = []
     for s, (_, _, chunk_selection, out_selection, _) in enumerate(batch_info):
         if not outer_present[s]:
-            _fill_out(out_arr, out_selection, fill)
+            with on_target():  # zarr's loop thread: the read's device and stream, not its own
+                _fill_out(out_arr, out_selection, fill)
             continue
         # Box selections (every whole-array or sliced read) are planned per axis; anything
         # else goes through zarr's own indexer, one inner chunk at a time.
@@ -499,8 +500,10 @@ async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys:
         t = len(targets)
         target = _view_target(out_arr, out_selection, drop_axes, shape, sel_shape)
         if target is None:
-            # Fancy output selections need a temporary, copied into ``out`` at the end.
-            target = xp.empty(shape, dtype=out_arr.dtype)
+            # Fancy output selections need a temporary, copied into ``out`` at the end: on the
+            # read's device and stream, as ``out`` (this runs in zarr's loop thread).
+            with on_target():
+                target = xp.empty(shape, dtype=out_arr.dtype)
             finish.append((t, out_selection, sel_shape))
         targets.append(target)
         if box is not None:

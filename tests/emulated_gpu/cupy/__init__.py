@@ -481,7 +481,11 @@ can_cast = _np.can_cast
 iinfo = _np.iinfo
 finfo = _np.finfo
 isscalar = _np.isscalar
-ndim = _np.ndim
+
+
+def ndim(a: Any) -> int:
+    # CuPy's own: numpy.ndim of a device array dispatches here (__array_function__).
+    return a.ndim if isinstance(a, ndarray) else _np.ndim(a)
 
 
 def shape(a: Any) -> tuple[int, ...]:
