@@ -174,3 +174,34 @@ def test_the_version_and_license_are_written_once() -> None:
     assert project["license"] == "Apache-2.0"
     text = (root / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "gds_zarr", *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})}, check=False)
+
+
+def test_a_bad_environment_variable_is_one_line_and_exit_2() -> None:
+    """Issue 20, items 1 and 5: ``info`` included, one line naming the variable, no traceback."""
+    for cmd in (["info"], ["info", "--json"], ["demo", "--shape", "64x64", "--repeat", "1"]):
+        done = _cli(*cmd, env={"GDS_ZARR_MEMORY_BUDGET": "lots"})
+        assert done.returncode == 2, (cmd, done)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "GDS_ZARR_MEMORY_BUDGET='lots'" in lines[0], (cmd, done.stderr)
+        assert "Traceback" not in done.stderr
+    debug = _cli("--debug", "info", env={"GDS_ZARR_MEMORY_BUDGET": "lots"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    """``gds-zarr settings | head -1``: no BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "gds_zarr", "settings"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    # The reader goes away before the table is written (the child is still importing): the
+    # write meets a pipe without a reader, as ``| head`` leaves a long output.
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and err == "", err

@@ -13,12 +13,15 @@ Subcommands:
     Rewrite an array or group as sharded Zarr v3 that decodes fast on a GPU
     (:mod:`gds_zarr.cli._convert`).
 
-Exit status 2 means the command could not run (bad arguments, unusable ``--device gpu``).
+Exit status 2 means the command could not run (bad arguments, unusable ``--device gpu``, a
+bad ``GDS_ZARR_*`` variable, a gds_zarr or OS error): one line on stderr, the traceback with
+``--debug``. 130 after Ctrl-C. A closed pipe (``gds-zarr settings | head``) ends it quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     from gds_zarr import __version__
 
     p.add_argument("--version", action="version", version=f"gds-zarr {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error instead of one line")
     sub = p.add_subparsers(dest="command", required=True, metavar="{info,demo,settings,convert}")
     info = sub.add_parser("info", help="what will be used here, and why",
                           description="What gds_zarr will use here (device and why, GPU, "
@@ -61,8 +66,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_info(as_json: bool) -> int:
+    from gds_zarr import settings
     from gds_zarr._info import info
 
+    settings.as_dict()  # a bad GDS_ZARR_* variable is an error here, not a line of the report
     report = info()
     print(report.to_json() if as_json else report.format_text())
     return 0
@@ -106,6 +113,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         (argparse exits with status 2 itself for bad arguments.)
     """
     args = _parser().parse_args(argv)
+    from gds_zarr.errors import GDSZarrError
+
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"gds-zarr {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): say nothing, and keep Python's exit flush quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except (GDSZarrError, OSError, ValueError, KeyError) as e:
+        if args.debug:
+            raise
+        print(f"gds-zarr {args.command}: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "info":
         return _cmd_info(args.json)
     if args.command == "demo":
@@ -113,3 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "convert":
         return _convert.run(args)
     return _cmd_settings()
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+    return f"{text} ({type(e).__name__}; --debug shows where)"
