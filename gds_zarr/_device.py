@@ -44,7 +44,9 @@ GPU_MODULES: tuple[tuple[str, str], ...] = (
     ("nvidia.nvcomp", "nvCOMP (nvidia-nvcomp)"),
 )
 
-_INSTALL_HINT = "install gds-zarr[cu12] or gds-zarr[cu13]"
+#: gds_zarr is installed from a clone (it is not on PyPI): the extras from there.
+_INSTALL_HINT = ('install the GPU libraries from a clone of gds_zarr: pip install -e ".[cu12]" '
+                 '(or ".[cu13]"), or use its container (docker/README.md)')
 _LIBCUDA = "libcuda.so.1"
 
 

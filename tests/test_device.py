@@ -60,7 +60,7 @@ def test_without_cupy(no_gpu_libs: None) -> None:
     assert not status.usable
     assert status.missing == ("cupy",)
     assert "CuPy is not importable" in status.reason
-    assert "gds-zarr[cu12]" in status.reason
+    assert 'pip install -e ".[cu12]"' in status.reason
     assert status.device_count == 0
 
 
@@ -78,7 +78,7 @@ def test_auto_falls_back_to_cpu_with_reason(no_gpu_libs: None) -> None:
 
 def test_gpu_request_without_cupy_is_a_clear_error(no_gpu_libs: None) -> None:
     with pytest.raises(DeviceUnavailableError, match=r"'gpu' was requested.*CuPy is not "
-                                                     r"importable.*gds-zarr\[cu12\]"):
+                                                     r"importable.*pip install -e \"\.\[cu12\]\""):
         resolve_device("gpu")
     assert issubclass(DeviceUnavailableError, RuntimeError)
 
