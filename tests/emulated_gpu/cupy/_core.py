@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from _emucuda import memory as _mem
 from _emucuda import streams as _streams
-from _emucuda.errors import CUDARuntimeError, Fault
+from _emucuda.errors import Fault
 
 __all__ = ["ndarray"]
 
@@ -364,11 +364,8 @@ class ndarray:
 
     def view(self, dtype: Any = None, type: Any = None) -> ndarray:
         if dtype is None:
-            return self._from_view(self._meta_like_view(lambda v: v.view()))
+            return self._view_op(lambda v: v.view())
         return self._view_op(lambda v: v.view(np.dtype(dtype)))
-
-    def _meta_like_view(self, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        return fn(self._host_view("view"))
 
     def reshape(self, *shape: Any, order: str = "C", copy: Any = None) -> ndarray:
         if len(shape) == 1 and not isinstance(shape[0], int | np.integer):
@@ -611,9 +608,10 @@ def _h2d(dst: ndarray, src: np.ndarray, handle: int) -> None:
                      keep=(snap.alloc, pinned, host))
 
 
-def _queue(fn: Callable[..., None], arrays: Sequence[ndarray], what: str,
+def _queue(fn: Callable[..., None], arrays: Sequence[Any], what: str,
            write: ndarray | None = None) -> None:
-    """Queue ``fn(*host views of arrays)`` on the current stream of the current device."""
+    """Queue ``fn(*host views of arrays)`` on the current stream of the current device
+    (``write``: the array the work writes, named for readers; every array is checked alike)."""
     device = _streams.current_device()
     for a in arrays:
         if isinstance(a, ndarray) and a._device != device:
@@ -758,4 +756,3 @@ def _take_guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-_ = CUDARuntimeError
