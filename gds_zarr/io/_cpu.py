@@ -162,13 +162,17 @@ def _fd_budget() -> int:
 
 @functools.cache
 def _host_tag() -> str:
-    """8 hex digits naming this host and boot: a PID in a temp name means a process here."""
+    """8 hex digits naming this host, boot and PID namespace: a PID in a temp name with this tag
+    is a process this one can see (containers sharing a host's name and disk have namespaces of
+    their own)."""
+    parts = [socket.gethostname()]
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
+            parts.append(f.read().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
     except OSError:
-        boot = ""
-    return f"{zlib.crc32(f'{socket.gethostname()}/{boot}'.encode()):08x}"
+        parts.append("?")
+    return f"{zlib.crc32('/'.join(parts).encode()):08x}"
 
 
 def temp_path_for(path: str) -> str:
