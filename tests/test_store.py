@@ -413,3 +413,12 @@ def test_batch_from_buffers_packs_a_foreign_answer() -> None:
     assert [bytes(batch.view(i)) for i in range(len(batch))] == [b"ab", b"", b"", b"xyz"]
     empty = batch_from_buffers([None])
     assert len(empty.data) == 0 and empty.present.tolist() == [False]
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+def test_a_file_as_the_root_says_so(tmp_path: Path, read_only: bool) -> None:
+    """Issue 20, item 5: a file given as the store root is named as a file, not as missing."""
+    root = tmp_path / "data.h5"
+    root.write_bytes(b"\x89HDF")
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+        zarr.open_array(GDSStore(root, read_only=read_only), mode="r")

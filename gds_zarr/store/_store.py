@@ -172,6 +172,10 @@ class GDSStore(Store):
     # ------------------------------------------------------------------ open, writability
 
     def _ensure_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            # A file given as the store (an .h5, a zip): "does not exist" would mislead.
+            raise NotADirectoryError(f"store root {str(self.root)!r} is a file, not a directory: "
+                                     f"a GDSStore is a directory of Zarr keys")
         if not self.read_only:
             self.root.mkdir(parents=True, exist_ok=True)
         if not self.root.is_dir():
