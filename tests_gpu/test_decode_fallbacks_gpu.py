@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numcodecs
@@ -29,6 +29,8 @@ if not gpu_status().usable:
 
 cupy = pytest.importorskip("cupy")
 
+from decode_cases import FailingCodec, batch, encode, raw, rows, step
+
 from gds_zarr._batch import BatchRead
 from gds_zarr.decode import _blosc_gpu, _gpu, formats
 from gds_zarr.decode._base import BytesStep
@@ -40,33 +42,8 @@ NBYTES = 4096
 N = 6
 
 
-def _step(kind: str, codec: Any) -> BytesStep:
-    return BytesStep(kind, codec, kind)  # type: ignore[arg-type]
-
-
-ZSTD = [_step("zstd", numcodecs.Zstd(level=3))]
-BLOSC = [_step("blosc", numcodecs.Blosc())]
-
-
-def _raw(seed: int, n: int = NBYTES) -> bytes:
-    rng = np.random.default_rng(seed)
-    return np.cumsum(rng.normal(size=n // 4)).astype("<f4").tobytes()
-
-
-def _encode(steps: list[BytesStep], raw: bytes) -> bytes:
-    for s in reversed(steps):  # steps are in decode order
-        raw = bytes(s.codec.encode(raw))
-    return raw
-
-
-def _batch(encoded: list[bytes], on_device: bool = True) -> BatchRead:
-    gap = b"\x55" * 3  # unaligned offsets, as a coalesced read leaves them
-    sizes = np.array([len(e) for e in encoded], np.int64)
-    offsets = np.cumsum(sizes + 3) - sizes - 3
-    host = np.frombuffer(gap.join(encoded) + gap, np.uint8)
-    return BatchRead(data=cupy.asarray(host) if on_device else host, offsets=offsets,
-                     sizes=sizes, present=np.ones(len(sizes), bool),
-                     device="gpu" if on_device else "cpu")
+ZSTD = [step("zstd", numcodecs.Zstd(level=3))]
+BLOSC = [step("blosc", numcodecs.Blosc())]
 
 
 def _keys(n: int = N) -> list[str]:
@@ -82,10 +59,6 @@ def _cpu(steps: list[BytesStep], src: BatchRead, index: np.ndarray, nbytes: int 
                                                      _keys(len(src.sizes)))
 
 
-def _rows(raws: list[bytes]) -> np.ndarray:
-    return np.stack([np.frombuffer(r, np.uint8) for r in raws])
-
-
 @pytest.fixture
 def dead() -> Iterator[dict[int, str]]:
     """A private record of dead devices, so a pretend sticky error kills no later test."""
@@ -95,48 +68,22 @@ def dead() -> Iterator[dict[int, str]]:
         yield fresh
 
 
-class _Codec:
-    """A stand-in nvCOMP codec: alignment 8; ``decode`` raises ``error`` (counted)."""
-
-    def __init__(self, error: BaseException | None = None,
-                 on_decode: Callable[[], None] | None = None) -> None:
-        self.error = error
-        self.on_decode = on_decode
-        self.decodes = 0
-
-    def get_required_decompression_alignment(self) -> int:
-        return 8
-
-    def compression_config(self, sizes: list[int]) -> Any:
-        return None
-
-    def decompression_config(self, config: Any) -> Any:
-        return None
-
-    def decode(self, *args: Any, **kwargs: Any) -> Any:
-        self.decodes += 1
-        if self.on_decode is not None:
-            self.on_decode()
-        assert self.error is not None
-        raise self.error
-
-
 # ---------------------------------------------------------------- work left to the host
 
 
 @pytest.mark.parametrize("into", [False, True])
 def test_a_chain_nvcomp_cannot_run_is_decoded_on_the_host(into: bool) -> None:
     """Two compressors in one chain: every chunk on the CPU, copied to the rows (or ``out``)."""
-    steps = [_step("zstd", numcodecs.Zstd(level=1)), _step("lz4", numcodecs.LZ4())]
-    raws = [_raw(i) for i in range(N)]
-    src = _batch([_encode(steps, r) for r in raws])
+    steps = [step("zstd", numcodecs.Zstd(level=1)), step("lz4", numcodecs.LZ4())]
+    raws = [raw(i, NBYTES) for i in range(N)]
+    src = batch([encode(steps, r) for r in raws])
     index = np.arange(N)[::-1].copy()
     out = cupy.full((N, NBYTES), 7, cupy.uint8) if into else None
     gpu_decode_stats.reset()
     got = NvcompDecoder().decode_batch(steps, src, index, NBYTES, _keys(), out=out)
     assert got is out if into else isinstance(got, cupy.ndarray)
     np.testing.assert_array_equal(cupy.asnumpy(got), _cpu(steps, src, index))
-    np.testing.assert_array_equal(cupy.asnumpy(got), _rows(raws)[index])
+    np.testing.assert_array_equal(cupy.asnumpy(got), rows(raws)[index])
     s = gpu_decode_stats
     assert (s.cpu_chunks, s.device_chunks, s.nvcomp_calls) == (N, 0, 0), s
 
@@ -151,14 +98,14 @@ def _zstd_frame_without_content_size(payload: bytes) -> bytes:
 def test_every_chunk_cpu_only_makes_no_nvcomp_call() -> None:
     """zstd then crc32c, every frame without a content size: no nvCOMP call, no row left for
     the device CRC; all rows from the CPU decoder, which checks the CRC itself."""
-    steps = [_step("zstd", numcodecs.Zstd()), _step("crc32c", CRC32C())]
-    raws = [_raw(i) for i in range(N)]
+    steps = [step("zstd", numcodecs.Zstd()), step("crc32c", CRC32C())]
+    raws = [raw(i, NBYTES) for i in range(N)]
     enc = [_zstd_frame_without_content_size(bytes(CRC32C().encode(r))) for r in raws]
     assert bytes(numcodecs.Zstd().decode(enc[0]))[:-4] == raws[0]  # the frame is real zstd
-    src = _batch(enc)
+    src = batch(enc)
     gpu_decode_stats.reset()
     got = NvcompDecoder().decode_batch(steps, src, np.arange(N), NBYTES, _keys())
-    np.testing.assert_array_equal(cupy.asnumpy(got), _rows(raws))
+    np.testing.assert_array_equal(cupy.asnumpy(got), rows(raws))
     np.testing.assert_array_equal(cupy.asnumpy(got), _cpu(steps, src, np.arange(N)))
     s = gpu_decode_stats
     assert (s.cpu_chunks, s.device_chunks, s.nvcomp_calls) == (N, 0, 0), s
@@ -167,16 +114,16 @@ def test_every_chunk_cpu_only_makes_no_nvcomp_call() -> None:
     framed[-1] ^= 0xFF
     enc[3] = _zstd_frame_without_content_size(bytes(framed))
     with pytest.raises(ChunkDecodeError) as info:
-        NvcompDecoder().decode_batch(steps, _batch(enc), np.arange(N), NBYTES, _keys())
+        NvcompDecoder().decode_batch(steps, batch(enc), np.arange(N), NBYTES, _keys())
     assert info.value.key == "c/3"
 
 
-@pytest.mark.parametrize("steps", [[], [_step("crc32c", CRC32C())]], ids=["raw", "crc32c"])
+@pytest.mark.parametrize("steps", [[], [step("crc32c", CRC32C())]], ids=["raw", "crc32c"])
 def test_a_payload_of_the_wrong_size_names_its_key_as_the_cpu_does(
         steps: list[BytesStep]) -> None:
-    raws = [_raw(i) for i in range(N)]
+    raws = [raw(i, NBYTES) for i in range(N)]
     raws[4] = raws[4][:-8]  # 8 bytes short
-    src = _batch([_encode(steps, r) for r in raws])
+    src = batch([encode(steps, r) for r in raws])
     with pytest.raises(ChunkDecodeError, match=f"expected {NBYTES} bytes, found {NBYTES - 8}"
                        ) as gpu:
         NvcompDecoder().decode_batch(steps, src, np.arange(N), NBYTES, _keys())
@@ -186,7 +133,7 @@ def test_a_payload_of_the_wrong_size_names_its_key_as_the_cpu_does(
 
 
 def test_an_empty_batch_returns_no_rows() -> None:
-    src = _batch([_encode(ZSTD, _raw(0))])
+    src = batch([encode(ZSTD, raw(0, NBYTES))])
     got = NvcompDecoder().decode_batch(ZSTD, src, np.arange(0), NBYTES, _keys(1))
     assert isinstance(got, cupy.ndarray) and got.shape == (0, NBYTES)
     out = cupy.empty((0, NBYTES), cupy.uint8)
@@ -195,13 +142,13 @@ def test_an_empty_batch_returns_no_rows() -> None:
 
 @pytest.mark.skipif(gpu_status().device_count < 2, reason="needs two CUDA devices")
 def test_a_host_batch_decodes_on_the_current_device() -> None:
-    raws = [_raw(i) for i in range(N)]
-    src = _batch([_encode(ZSTD, r) for r in raws], on_device=False)
+    raws = [raw(i, NBYTES) for i in range(N)]
+    src = batch([encode(ZSTD, r) for r in raws], on_device=False)
     with cupy.cuda.Device(1):
         gpu_decode_stats.reset()
         got = NvcompDecoder().decode_batch(ZSTD, src, np.arange(N), NBYTES, _keys())
         assert got.device.id == 1
-        np.testing.assert_array_equal(cupy.asnumpy(got), _rows(raws))
+        np.testing.assert_array_equal(cupy.asnumpy(got), rows(raws))
     assert gpu_decode_stats.nvcomp_calls == 1 and gpu_decode_stats.device_chunks == N
 
 
@@ -210,8 +157,8 @@ def test_a_host_batch_decodes_on_the_current_device() -> None:
 
 def test_a_codec_that_cannot_be_built_for_lack_of_memory_is_a_refusal() -> None:
     """nvCOMP out of memory while building its codec: the chunks go to the CPU."""
-    raws = [_raw(i) for i in range(N)]
-    src = _batch([_encode(ZSTD, r) for r in raws])
+    raws = [raw(i, NBYTES) for i in range(N)]
+    src = batch([encode(ZSTD, r) for r in raws])
 
     def no_memory(algorithm: str, device: int, stream: int) -> Any:
         raise cupy.cuda.memory.OutOfMemoryError(1 << 30, 0, 0)
@@ -219,7 +166,7 @@ def test_a_codec_that_cannot_be_built_for_lack_of_memory_is_a_refusal() -> None:
     gpu_decode_stats.reset()
     got = NvcompDecoder(codec_factory=no_memory).decode_batch(ZSTD, src, np.arange(N), NBYTES,
                                                                _keys())
-    np.testing.assert_array_equal(cupy.asnumpy(got), _rows(raws))
+    np.testing.assert_array_equal(cupy.asnumpy(got), rows(raws))
     s = gpu_decode_stats
     assert (s.nvcomp_failures, s.refused_chunks, s.cpu_chunks, s.nvcomp_calls) == (1, N, N, 0)
 
@@ -228,8 +175,8 @@ def test_an_out_of_memory_outside_nvcomp_is_raised_as_it_is() -> None:
     """The staging buffer does not fit: CuPy's OutOfMemoryError reaches the caller (not a dead
     context, not a GPU decode error), and the device still decodes once memory is back."""
     n = 64  # 256 KiB of rows
-    raws = [_raw(i) for i in range(n)]
-    src = _batch([_encode(ZSTD, r) for r in raws])
+    raws = [raw(i, NBYTES) for i in range(n)]
+    src = batch([encode(ZSTD, r) for r in raws])
     dec = NvcompDecoder()
     pool = cupy.get_default_memory_pool()
     pool.free_all_blocks()
@@ -241,15 +188,15 @@ def test_an_out_of_memory_outside_nvcomp_is_raised_as_it_is() -> None:
     finally:
         pool.set_limit(size=limit)
     got = dec.decode_batch(ZSTD, src, np.arange(n), NBYTES, _keys(n))
-    np.testing.assert_array_equal(cupy.asnumpy(got), _rows(raws))
+    np.testing.assert_array_equal(cupy.asnumpy(got), rows(raws))
 
 
 def test_a_refused_alignment_query_sends_the_batch_to_the_cpu(
         caplog: pytest.LogCaptureFixture) -> None:
-    raws = [_raw(i) for i in range(N)]
-    src = _batch([_encode(ZSTD, r) for r in raws])
+    raws = [raw(i, NBYTES) for i in range(N)]
+    src = batch([encode(ZSTD, r) for r in raws])
 
-    class NoAlignment(_Codec):
+    class NoAlignment(FailingCodec):
         def get_required_decompression_alignment(self) -> int:
             raise RuntimeError("Zstd decompression is not supported on this device")
 
@@ -257,7 +204,7 @@ def test_a_refused_alignment_query_sends_the_batch_to_the_cpu(
     with caplog.at_level(logging.WARNING, logger=_gpu.__name__):
         got = NvcompDecoder(codec_factory=lambda a, d, s: NoAlignment()).decode_batch(
             ZSTD, src, np.arange(N), NBYTES, _keys(), read_id="r")
-    np.testing.assert_array_equal(cupy.asnumpy(got), _rows(raws))
+    np.testing.assert_array_equal(cupy.asnumpy(got), rows(raws))
     assert gpu_decode_stats.refused_chunks == N and gpu_decode_stats.nvcomp_calls == 0
     assert any("not supported" in r.getMessage() for r in caplog.records)
 
@@ -265,16 +212,16 @@ def test_a_refused_alignment_query_sends_the_batch_to_the_cpu(
 def test_refusals_are_logged_once_per_read_in_a_bounded_memory(
         caplog: pytest.LogCaptureFixture) -> None:
     """The per-read memory of refusals logged is bounded: an old read logs again."""
-    raws = [_raw(0)]
-    src = _batch([_encode(ZSTD, raws[0])])
-    refusing = _Codec(ValueError("Chunk size 70000 must not exceed 65536 bytes"))
+    raws = [raw(0, NBYTES)]
+    src = batch([encode(ZSTD, raws[0])])
+    refusing = FailingCodec(ValueError("Chunk size 70000 must not exceed 65536 bytes"))
     dec = NvcompDecoder(codec_factory=lambda a, d, s: refusing)
 
     def warned(read_id: int) -> bool:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger=_gpu.__name__):
             got = dec.decode_batch(ZSTD, src, [0], NBYTES, ["c/0"], read_id=read_id)
-        np.testing.assert_array_equal(cupy.asnumpy(got), _rows(raws))
+        np.testing.assert_array_equal(cupy.asnumpy(got), rows(raws))
         return any("refused" in r.getMessage() for r in caplog.records)
 
     dec._logged = _gpu._LogOnce(size=2)  # the bound, made small: 64 by default
@@ -291,8 +238,8 @@ class _Unprintable(RuntimeError):
 
 
 def test_an_error_whose_message_fails_still_names_the_key() -> None:
-    src = _batch([_encode(ZSTD, _raw(i)) for i in range(N)])
-    dec = NvcompDecoder(codec_factory=lambda a, d, s: _Codec(_Unprintable()))
+    src = batch([encode(ZSTD, raw(i, NBYTES)) for i in range(N)])
+    dec = NvcompDecoder(codec_factory=lambda a, d, s: FailingCodec(_Unprintable()))
     with pytest.raises(GPUDecodeError, match="_Unprintable") as info:
         dec.decode_batch(ZSTD, src, np.array([2, 0, 1]), NBYTES, _keys())
     assert info.value.key == "c/2" and isinstance(info.value.__cause__, _Unprintable)
@@ -300,9 +247,9 @@ def test_an_error_whose_message_fails_still_names_the_key() -> None:
 
 def test_our_own_error_from_inside_a_call_passes_through_unchanged() -> None:
     """A gds_zarr error raised inside the nvCOMP call is not sorted again (nor wrapped)."""
-    src = _batch([_encode(ZSTD, _raw(i)) for i in range(N)])
+    src = batch([encode(ZSTD, raw(i, NBYTES)) for i in range(N)])
     own = ChunkDecodeError("c/4", "zstd", "rejected by a codec of ours")
-    dec = NvcompDecoder(codec_factory=lambda a, d, s: _Codec(own))
+    dec = NvcompDecoder(codec_factory=lambda a, d, s: FailingCodec(own))
     with pytest.raises(ChunkDecodeError) as info:
         dec.decode_batch(ZSTD, src, np.arange(N), NBYTES, _keys())
     assert info.value is own
@@ -317,9 +264,9 @@ def test_a_sticky_error_from_nvcomp_marks_the_device_dead(
     """nvCOMP reports a sticky CUDA error (with its code, or its text alone): the batch raises
     CUDAContextError naming the first key; the next batch on that device raises at once,
     without calling nvCOMP; another device goes on."""
-    raws = [_raw(i) for i in range(N)]
-    src = _batch([_encode(ZSTD, r) for r in raws])
-    codec = _Codec(RuntimeError(message))
+    raws = [raw(i, NBYTES) for i in range(N)]
+    src = batch([encode(ZSTD, r) for r in raws])
+    codec = FailingCodec(RuntimeError(message))
     dec = NvcompDecoder(codec_factory=lambda a, d, s: codec)
     with pytest.raises(CUDAContextError, match="no longer usable") as info:
         dec.decode_batch(ZSTD, src, np.array([3, 1]), NBYTES, _keys())
@@ -330,19 +277,19 @@ def test_a_sticky_error_from_nvcomp_marks_the_device_dead(
     assert codec.decodes == 1
     if gpu_status().device_count > 1:
         with cupy.cuda.Device(1):
-            got = NvcompDecoder().decode_batch(ZSTD, _batch([_encode(ZSTD, r) for r in raws]),
+            got = NvcompDecoder().decode_batch(ZSTD, batch([encode(ZSTD, r) for r in raws]),
                                                np.arange(N), NBYTES, _keys())
-            np.testing.assert_array_equal(cupy.asnumpy(got), _rows(raws))
+            np.testing.assert_array_equal(cupy.asnumpy(got), rows(raws))
 
 
 @pytest.mark.fresh_process  # kills the CUDA context of its process on purpose
 def test_a_fault_seen_only_by_the_probe_is_a_dead_context_not_a_decode_error() -> None:
     """nvCOMP's kernel faults on the stream and the call returns a plain error: the probe's
     synchronization meets the illegal address, so the batch raises CUDAContextError."""
-    src = _batch([_encode(ZSTD, _raw(i)) for i in range(N)])
+    src = batch([encode(ZSTD, raw(i, NBYTES)) for i in range(N)])
     fault = cupy.RawKernel(
         'extern "C" __global__ void gdsz_fault(int* p) { *(volatile int*)p = 1; }', "gdsz_fault")
-    codec = _Codec(RuntimeError("nvcomp decompression failed"),
+    codec = FailingCodec(RuntimeError("nvcomp decompression failed"),
                    on_decode=lambda: fault((1,), (1,), (np.uint64(8),)))  # async, on the stream
     dec = NvcompDecoder(codec_factory=lambda a, d, s: codec)
     with pytest.raises(CUDAContextError, match="cudaErrorIllegalAddress") as info:
@@ -359,13 +306,13 @@ def test_nvcomp_without_set_device_allocator_keeps_its_pool_and_decodes(
 
     monkeypatch.setattr(_gpu, "_ALLOCATOR_SET", False)
     monkeypatch.delattr(nvcomp, "set_device_allocator")
-    raws = [_raw(i) for i in range(N)]
-    src = _batch([_encode(ZSTD, r) for r in raws])
+    raws = [raw(i, NBYTES) for i in range(N)]
+    src = batch([encode(ZSTD, r) for r in raws])
     gpu_decode_stats.reset()
     with caplog.at_level(logging.WARNING, logger=_gpu.__name__):
         for _ in range(2):
             got = NvcompDecoder().decode_batch(ZSTD, src, np.arange(N), NBYTES, _keys())
-            np.testing.assert_array_equal(cupy.asnumpy(got), _rows(raws))
+            np.testing.assert_array_equal(cupy.asnumpy(got), rows(raws))
     assert [r.getMessage() for r in caplog.records if "own pool" in r.getMessage()] == [
         "nvCOMP's allocations stay in its own pool (set_device_allocator: AttributeError: "
         "module 'nvidia.nvcomp' has no attribute 'set_device_allocator')"]
@@ -382,16 +329,16 @@ def _blosc_cases() -> tuple[list[bytes], list[np.ndarray]]:
     """Chunks 0, 2, 4 LZ4 inside, 1, 3, 5 Zstd; shuffled, several blocks each."""
     chunks, raws = [], []
     for i in range(N):
-        raw = np.frombuffer(_raw(i, BLOSC_NBYTES), np.uint8)
+        data = np.frombuffer(raw(i, BLOSC_NBYTES), np.uint8)
         codec = numcodecs.Blosc(cname="lz4" if i % 2 == 0 else "zstd", clevel=5,
                                 shuffle=1, blocksize=4096)
-        chunks.append(bytes(codec.encode(raw.view("V4"))))
-        raws.append(raw)
+        chunks.append(bytes(codec.encode(data.view("V4"))))
+        raws.append(data)
     return chunks, raws
 
 
 def test_blosc_handles_one_step_blosc_chains_only() -> None:
-    crc = _step("crc32c", CRC32C())
+    crc = step("crc32c", CRC32C())
     assert _blosc_gpu.handles(BLOSC) and not _blosc_gpu.handles([*BLOSC, crc])
     assert not _blosc_gpu.handles([]) and not _blosc_gpu.handles(ZSTD)
 
@@ -402,8 +349,8 @@ def test_blosc_zstd_refused_goes_to_the_cpu_lz4_stays_on_the_device(
     """nvCOMP refuses Zstd (building the codec, or its decode): the Zstd chunks are decoded
     on the host, the LZ4 ones on the device; one warning per read; CPU-equal rows."""
     chunks, raws = _blosc_cases()
-    src = _batch(chunks)
-    refusing = _Codec(ValueError("Chunk size 70000 must not exceed 65536 bytes"))
+    src = batch(chunks)
+    refusing = FailingCodec(ValueError("Chunk size 70000 must not exceed 65536 bytes"))
 
     def factory(algorithm: str, device: int, stream: int) -> Any:
         if algorithm != "Zstd":
@@ -430,7 +377,7 @@ def test_blosc_zstd_refused_goes_to_the_cpu_lz4_stays_on_the_device(
 def test_blosc_refusal_of_a_codec_no_chunk_uses_costs_nothing() -> None:
     """Zstd refused, but every chunk is LZ4 inside: nothing is counted as refused."""
     chunks, raws = _blosc_cases()
-    src = _batch(chunks[0::2])
+    src = batch(chunks[0::2])
 
     def factory(algorithm: str, device: int, stream: int) -> Any:
         if algorithm == "Zstd":

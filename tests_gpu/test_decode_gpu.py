@@ -21,9 +21,9 @@ if not gpu_status().usable:
 
 cupy = pytest.importorskip("cupy")
 
-from gds_zarr._batch import BatchRead
+from decode_cases import batch, encode, raw, step
+
 from gds_zarr.decode import formats
-from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode._gpu import NvcompDecoder, device_adler32, device_crc32
 from gds_zarr.decode._scatter_gpu import _scatter_reference, scatter_chunks
 from gds_zarr.errors import ChunkDecodeError
@@ -33,51 +33,25 @@ NBYTES = 64 * 64 * 4
 N = 37  # not a multiple of anything nvCOMP might batch by
 
 
-def _raw(seed: int, n: int = NBYTES) -> bytes:
-    rng = np.random.default_rng(seed)
-    return (np.cumsum(rng.normal(size=n // 4)).astype("<f4")).tobytes()
-
-
-def _step(kind: str, codec) -> BytesStep:
-    return BytesStep(kind, codec, kind)  # type: ignore[arg-type]
-
-
 CHAINS = {
-    "zstd-1": [_step("zstd", numcodecs.Zstd(level=1))],
-    "zstd-9-checksum": [_step("zstd", numcodecs.Zstd(level=9, checksum=True))],
-    "gzip": [_step("gzip", numcodecs.GZip(level=5))],
-    "zlib": [_step("zlib", numcodecs.Zlib(level=6))],
-    "lz4": [_step("lz4", numcodecs.LZ4())],
-    "crc32c+zstd": [_step("crc32c", CRC32C()), _step("zstd", numcodecs.Zstd(level=3))],
-    "zstd+crc32c": [_step("zstd", numcodecs.Zstd(level=3)), _step("crc32c", CRC32C())],
-    "crc32c": [_step("crc32c", CRC32C())],
+    "zstd-1": [step("zstd", numcodecs.Zstd(level=1))],
+    "zstd-9-checksum": [step("zstd", numcodecs.Zstd(level=9, checksum=True))],
+    "gzip": [step("gzip", numcodecs.GZip(level=5))],
+    "zlib": [step("zlib", numcodecs.Zlib(level=6))],
+    "lz4": [step("lz4", numcodecs.LZ4())],
+    "crc32c+zstd": [step("crc32c", CRC32C()), step("zstd", numcodecs.Zstd(level=3))],
+    "zstd+crc32c": [step("zstd", numcodecs.Zstd(level=3)), step("crc32c", CRC32C())],
+    "crc32c": [step("crc32c", CRC32C())],
     "raw": [],
-    "blosc": [_step("blosc", numcodecs.Blosc(cname="lz4", shuffle=1))],
+    "blosc": [step("blosc", numcodecs.Blosc(cname="lz4", shuffle=1))],
 }
-
-
-def _encode(steps: list[BytesStep], raw: bytes) -> bytes:
-    buf = raw
-    for s in reversed(steps):  # steps are in decode order
-        buf = bytes(s.codec.encode(buf))
-    return buf
-
-
-def _batch(encoded: list[bytes], on_device: bool = True) -> BatchRead:
-    gap = b"\x55" * 3  # unaligned offsets, as a coalesced read leaves them
-    sizes = np.array([len(e) for e in encoded], np.int64)
-    offsets = np.cumsum(sizes + 3) - sizes - 3
-    host = np.frombuffer(gap.join(encoded) + gap, np.uint8)
-    return BatchRead(data=cupy.asarray(host) if on_device else host, offsets=offsets,
-                     sizes=sizes, present=np.ones(len(sizes), bool),
-                     device="gpu" if on_device else "cpu")
 
 
 @pytest.mark.parametrize("name", list(CHAINS))
 def test_decode_matches_numcodecs(name: str) -> None:
     steps = CHAINS[name]
-    raws = [_raw(i) for i in range(N)]
-    src = _batch([_encode(steps, r) for r in raws])
+    raws = [raw(i, NBYTES) for i in range(N)]
+    src = batch([encode(steps, r) for r in raws])
     index = np.arange(N)[::-1].copy()  # output rows in another order than the read
     keys = [f"c/{i}" for i in range(N)]
     out = NvcompDecoder().decode_batch(steps, src, index, NBYTES, keys)
@@ -94,11 +68,11 @@ def test_supports() -> None:
 
 
 def _corrupt_case(name: str):
-    raws = [_raw(i) for i in range(8)]
+    raws = [raw(i, NBYTES) for i in range(8)]
     steps = CHAINS[{"crc-flip": "crc32c+zstd", "zstd-huge": "zstd-1", "lz4-prefix": "lz4",
                     "gzip-isize": "gzip", "zlib-payload": "zlib", "zstd-trunc": "zstd-1",
                     "gzip-payload": "gzip"}[name]]
-    enc = [bytearray(_encode(steps, r)) for r in raws]
+    enc = [bytearray(encode(steps, r)) for r in raws]
     bad = enc[5]
     if name == "crc-flip":
         bad[len(bad) // 2] ^= 0x01
@@ -123,14 +97,14 @@ def test_corrupt_chunk_raises_naming_key(name: str) -> None:
     steps, enc = _corrupt_case(name)
     keys = [f"c/{i}" for i in range(len(enc))]
     with pytest.raises(ChunkDecodeError) as info:
-        NvcompDecoder().decode_batch(steps, _batch(enc), np.arange(len(enc)), NBYTES, keys)
+        NvcompDecoder().decode_batch(steps, batch(enc), np.arange(len(enc)), NBYTES, keys)
     assert info.value.key == "c/5"
 
 
 def test_device_checksums_match_libraries() -> None:
     chunks = [np.random.default_rng(i).integers(0, 256, n, dtype=np.uint8).tobytes()
               for i, n in enumerate([0, 1, 4095, 4096, 4097, 100_000, 1 << 20])]
-    src = _batch(chunks)
+    src = batch(chunks)
     starts, stops = src.offsets, src.offsets + src.sizes
     import google_crc32c
 

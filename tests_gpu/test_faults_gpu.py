@@ -25,6 +25,10 @@ if not gpu_status().usable:
 
 cupy = pytest.importorskip("cupy")
 
+from decode_cases import FailingCodec, raw
+from decode_cases import encode as _encode
+from decode_cases import rows as _expected  # local names batch and rows are taken
+
 from gds_zarr._batch import BatchRead
 from gds_zarr._device import current_cuda_target
 from gds_zarr.decode import _gpu, formats
@@ -46,19 +50,8 @@ STEPS = {
 }
 
 
-def _raw(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    return np.cumsum(rng.normal(size=NBYTES // 4)).astype("<f4").tobytes()
-
-
-def _encode(steps: list[BytesStep], raw: bytes) -> bytes:
-    for s in reversed(steps):
-        raw = bytes(s.codec.encode(raw))
-    return raw
-
-
 def _chunk_files(root: Path, kind: str, n: int = N) -> tuple[list[str], list[bytes]]:
-    raws = [_raw(i) for i in range(n)]
+    raws = [raw(i, NBYTES) for i in range(n)]
     paths = []
     for i, r in enumerate(raws):
         p = root / f"c{i}"
@@ -69,10 +62,6 @@ def _chunk_files(root: Path, kind: str, n: int = N) -> tuple[list[str], list[byt
 
 def _whole(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(n, np.int64), np.full(n, -1, np.int64)
-
-
-def _expected(raws: list[bytes]) -> np.ndarray:
-    return np.stack([np.frombuffer(r, np.uint8) for r in raws])
 
 
 def test_whole_chunk_files_land_aligned_and_decode_in_place(tmp_path: Path) -> None:
@@ -170,7 +159,7 @@ def test_inner_chunks_of_one_file_are_placed_on_the_host_or_gathered_once(
 
     monkeypatch.setenv("GDS_ZARR_GPU_BOUNCED_READS", mode)
 
-    raws = [_raw(i) for i in range(N)]
+    raws = [raw(i, NBYTES) for i in range(N)]
     enc = [_encode(STEPS["zstd"], r) for r in raws]
     (tmp_path / "shard").write_bytes(b"".join(enc))
     sizes = np.array([len(e) for e in enc], np.int64)
@@ -201,25 +190,6 @@ def test_known_size_decode(tmp_path: Path, kind: str) -> None:
     assert gpu_decode_stats.nvcomp_calls == 1 and gpu_decode_stats.nvcomp_failures == 0
 
 
-class _FailingCodec:
-    """Answers the alignment query; ``decode`` raises ``error``."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def get_required_decompression_alignment(self) -> int:
-        return 8
-
-    def compression_config(self, sizes: list[int]) -> Any:
-        return None
-
-    def decompression_config(self, config: Any) -> Any:
-        return None
-
-    def decode(self, *args: Any, **kwargs: Any) -> Any:
-        raise self.error
-
-
 def _host_batch(raws: list[bytes], kind: str) -> BatchRead:
     enc = [_encode(STEPS[kind], r) for r in raws]
     sizes = np.array([len(e) for e in enc], np.int64)
@@ -229,8 +199,8 @@ def _host_batch(raws: list[bytes], kind: str) -> BatchRead:
 
 
 def test_a_refusal_decodes_those_chunks_on_the_cpu(caplog: pytest.LogCaptureFixture) -> None:
-    raws = [_raw(i) for i in range(N)]
-    refusing = _FailingCodec(ValueError("Chunk size 70000 must not exceed 65536 bytes"))
+    raws = [raw(i, NBYTES) for i in range(N)]
+    refusing = FailingCodec(ValueError("Chunk size 70000 must not exceed 65536 bytes"))
     dec = NvcompDecoder(codec_factory=lambda a, d, s: refusing)
     gpu_decode_stats.reset()
     with caplog.at_level(logging.WARNING, logger=_gpu.__name__):
@@ -243,8 +213,8 @@ def test_a_refusal_decodes_those_chunks_on_the_cpu(caplog: pytest.LogCaptureFixt
 
 
 def test_an_api_error_raises_naming_the_first_key() -> None:
-    raws = [_raw(i) for i in range(4)]
-    broken = _FailingCodec(TypeError("decode(): incompatible function arguments"))
+    raws = [raw(i, NBYTES) for i in range(4)]
+    broken = FailingCodec(TypeError("decode(): incompatible function arguments"))
     dec = NvcompDecoder(codec_factory=lambda a, d, s: broken)
     with pytest.raises(GPUDecodeError) as info:
         dec.decode_batch(STEPS["zstd"], _host_batch(raws, "zstd"), np.array([2, 0, 1, 3]),
@@ -305,7 +275,7 @@ def test_the_second_device_is_followed(tmp_path: Path) -> None:
 
 @pytest.mark.fresh_process  # kills the CUDA context of its process on purpose
 def test_a_device_fault_is_reported_once_as_a_dead_context() -> None:
-    raws = [_raw(i) for i in range(4)]
+    raws = [raw(i, NBYTES) for i in range(4)]
     batch = _host_batch(raws, "zstd")
     dec = NvcompDecoder()
     fault = cupy.RawKernel(
