@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 
 from gds_zarr.io._cpu import STALE_TEMP_AGE, is_temp_name, temp_path_for
@@ -86,3 +87,13 @@ def _keys(root: Path) -> list[str]:
         return [k async for k in GDSStore(root, read_only=True).list()]
 
     return asyncio.run(listing())
+
+
+def test_an_object_store_has_no_partial_files() -> None:
+    """Objects are written whole: nothing to remove, and no local walk (there is no root)."""
+    options = {"endpoint": "http://127.0.0.1:9", "access_key_id": "k",
+               "secret_access_key": "s", "region": "us-east-1"}
+    assert GDSStore("s3://bucket/a.zarr", storage_options=options).remove_partial_files() == 0
+    with pytest.raises(ValueError, match="read-only mode"):
+        GDSStore("s3://bucket/a.zarr", read_only=True,
+                 storage_options=options).remove_partial_files()

@@ -34,6 +34,7 @@ from zarr.core.buffer import Buffer
 from gds_zarr._batch import BatchRead
 from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import IOBackend
+from gds_zarr.io._cpu import STALE_TEMP_AGE
 from gds_zarr.store._keys import check_key, check_prefix
 from gds_zarr.store._store import Device, GDSStore
 from gds_zarr.store._url import RemoteLocation, parse_url
@@ -187,6 +188,12 @@ class RemoteGDSStore(GDSStore):
         return [None] * len(keys)
 
     # ------------------------------------------------------------------ writes
+
+    def remove_partial_files(self, max_age: float = STALE_TEMP_AGE) -> int:
+        """Nothing to remove: an object store writes each object whole, so a killed writer
+        leaves no temporary object behind (see :meth:`GDSStore.remove_partial_files`)."""
+        self._check_writable()
+        return 0
 
     def _set(self, key: str, value: Buffer, exclusive: bool = False) -> None:
         self._check_writable()

@@ -519,11 +519,8 @@ class GDSStore(Store):
     def _sweep(self, directory: str) -> None:
         """Once per directory and store: remove the temporary files that killed writers left
         there (one ``scandir``; see :func:`gds_zarr.io._cpu.stale_temp_files`)."""
-        swept = getattr(self, "_swept", None)
-        if swept is None:
-            swept = self._swept = set()
-        if directory not in swept:
-            swept.add(directory)
+        if directory not in self._swept:
+            self._swept.add(directory)
             remove_stale_temp_files(directory)
 
     def remove_partial_files(self, max_age: float = STALE_TEMP_AGE) -> int:

@@ -119,8 +119,14 @@ class _Pool:
             _mem.free(a)
 
     def cached(self, device: int) -> int:
+        """Bytes in free blocks of ``device`` (-1: pinned)."""
         with self._lock:
             return sum(a.capacity for k, v in self._free.items() if k[0] == device for a in v)
+
+    def free_blocks(self, device: int) -> int:
+        """Free blocks of ``device`` (-1: pinned)."""
+        with self._lock:
+            return sum(len(v) for k, v in self._free.items() if k[0] == device)
 
 
 _POOL = _Pool()
@@ -225,7 +231,7 @@ class MemoryPool:
         _POOL.free_all_blocks(_streams.current_device())
 
     def n_free_blocks(self) -> int:
-        return sum(len(v) for k, v in _POOL._free.items() if k[0] == _streams.current_device())
+        return _POOL.free_blocks(_streams.current_device())
 
     def set_limit(self, size: int | None = None, fraction: float | None = None) -> None:
         if fraction is not None:

@@ -49,7 +49,7 @@ class PinnedMemoryPool:
         _memory._POOL.free_all_blocks(-1)
 
     def n_free_blocks(self) -> int:
-        return sum(len(v) for k, v in _memory._POOL._free.items() if k[0] < 0)
+        return _memory._POOL.free_blocks(-1)
 
 
 _default_pinned_pool = PinnedMemoryPool()
