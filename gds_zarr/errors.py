@@ -16,6 +16,7 @@ __all__ = [
     "GPUDecodeError",
     "InvalidKeyError",
     "ReadOnlyError",
+    "ShardChangedError",
     "ShardIndexError",
 ]
 
@@ -48,13 +49,38 @@ class DeviceUnavailableError(GDSZarrError, RuntimeError):
     """The GPU was asked for explicitly but is not usable; the message says what is missing."""
 
 
+#: Zarr metadata keys (v3 and v2): a read error names them as metadata, not chunks.
+_METADATA_KEYS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+
+
 class ChunkReadError(GDSZarrError, OSError):
-    """A chunk file exists but could not be read (permissions, I/O error, not a regular file)."""
+    """A chunk (or metadata) file exists but could not be read (permissions, I/O error, not a
+    regular file, a connection that failed)."""
 
     def __init__(self, key: str, reason: str) -> None:
         self.key = key
         self.reason = reason
-        super().__init__(f"could not read chunk {key!r}: {reason}")
+        what = "metadata" if key.rsplit("/", 1)[-1] in _METADATA_KEYS else "chunk"
+        super().__init__(f"could not read {what} {key!r}: {reason}")
+
+
+class ShardChangedError(ChunkReadError):
+    """A shard that another writer replaced or rewrote during every one of several reads, so no
+    read saw a single version of it (not corruption: read it again once the writes stop).
+
+    Attributes
+    ----------
+    key : str
+        The shard's store key.
+    attempts : int
+        How many reads were tried.
+    """
+
+    def __init__(self, key: str, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(key, f"the shard changed during the read (replaced or rewritten by "
+                              f"another writer) on each of {attempts} attempts, so no attempt "
+                              f"saw one version of it; the file is not known to be corrupt")
 
 
 class ChunkDecodeError(GDSZarrError, ValueError):

@@ -10,6 +10,7 @@ zarr's own ``getitem``, so the values are always zarr's.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from gds_zarr.pipeline._read import (
 from gds_zarr.pipeline._shard_index import read_shard_indexes
 from gds_zarr.pipeline._stats import stats
 from gds_zarr.pipeline._storeio import read_ranges, timed
+from gds_zarr.pipeline._versions import Versions, read_one_version
 from gds_zarr.planning.chunks import ScatterPlan, split_by_budget
 from gds_zarr.planning.windows import (
     WindowPlan,
@@ -230,7 +232,8 @@ class _Units:
     hint: int | None        # whole-value size hint for the store (unsharded chunks)
 
 
-async def _units(desc: _Array, wp: WindowPlan) -> _Units:
+async def _units(desc: _Array, wp: WindowPlan, shard_keys: list[str], inv: np.ndarray,
+                 versions: Versions | None) -> _Units:
     layout = desc.plan.shard
     if layout is None:
         keys = [desc.prefix + desc.encode_key(tuple(c)) for c in wp.chunks.tolist()]
@@ -239,11 +242,8 @@ async def _units(desc: _Array, wp: WindowPlan) -> _Units:
         return _Units(keys, keys, np.zeros(n, np.int64), np.full(n, -1, np.int64),
                       np.ones(n, bool), np.full(n, hint, np.int64), hint)
     cps = np.asarray(layout.chunks_per_shard, dtype=np.int64)
-    shard_coords = wp.chunks // cps
-    shards, inv = np.unique(shard_coords, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    shard_keys = [desc.prefix + desc.encode_key(tuple(c)) for c in shards.tolist()]
-    offsets, nbytes, empty, _present = await read_shard_indexes(desc.store, shard_keys, layout)
+    offsets, nbytes, empty, _present = await read_shard_indexes(desc.store, shard_keys, layout,
+                                                                versions)
     inner = np.ravel_multi_index(tuple((wp.chunks % cps).T), layout.chunks_per_shard)
     is_empty = empty[inv, inner]
     starts = np.where(is_empty, 0, offsets[inv, inner]).astype(np.int64)
@@ -255,12 +255,40 @@ async def _units(desc: _Array, wp: WindowPlan) -> _Units:
     return _Units(keys, names, starts, starts + lengths, ~is_empty, lengths, hint)
 
 
+def _shards(desc: _Array, wp: WindowPlan) -> tuple[list[str], np.ndarray]:
+    """The keys of the shards the plan's chunks lie in, and each chunk's shard (a row of it)."""
+    layout = desc.plan.shard
+    assert layout is not None
+    cps = np.asarray(layout.chunks_per_shard, dtype=np.int64)
+    shards, inv = np.unique(wp.chunks // cps, axis=0, return_inverse=True)
+    return [desc.prefix + desc.encode_key(tuple(c)) for c in shards.tolist()], inv.reshape(-1)
+
+
 async def _read_plan(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any,
                      device: Device) -> None:
-    units = await _units(desc, wp)
+    if desc.plan.shard is None:  # a chunk is one request: one version by construction
+        await _read_chunks(desc, wp, views, merged, device, [], np.empty(0, np.int64), None,
+                           None)
+        return
+    shard_keys, inv = _shards(desc, wp)
+
+    async def read(only: list[int] | None, versions: Versions | None, source: Any) -> None:
+        d = desc if source is desc.store else dataclasses.replace(desc, store=source)
+        await _read_chunks(d, wp, views, merged, device, shard_keys, inv, only, versions)
+
+    # Shards that change while read are read again (see _versions.py).
+    await read_one_version(desc.store, shard_keys, read)
+
+
+async def _read_chunks(desc: _Array, wp: WindowPlan, views: list[Any], merged: Any,
+                       device: Device, shard_keys: list[str], inv: np.ndarray,
+                       only: list[int] | None, versions: Versions | None) -> None:
+    """Read, decode and scatter the plan's chunks (with ``only``: those of these shards)."""
+    units = await _units(desc, wp, shard_keys, inv, versions)
     decoder, src_device = _decoder(device, desc.plan)
-    _fill_pairs(wp, np.flatnonzero(~units.readable), views, desc.fill)
-    readable = np.flatnonzero(units.readable)
+    mine = np.isin(inv, only) if only is not None else np.ones(len(units.keys), bool)
+    _fill_pairs(wp, np.flatnonzero(~units.readable & mine), views, desc.fill)
+    readable = np.flatnonzero(units.readable & mine)
     nbytes = desc.plan.array.decoded_nbytes
     budget = settings.get("memory_budget")
     # Half the budget per batch: a batch and the next one's encoded bytes are in flight at once.

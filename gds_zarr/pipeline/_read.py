@@ -25,6 +25,7 @@ from gds_zarr.pipeline._gpuread import batch_costs, gpu_read, on_target, read_ta
 from gds_zarr.pipeline._shard_index import read_shard_indexes
 from gds_zarr.pipeline._stats import stats
 from gds_zarr.pipeline._storeio import read_ranges, timed
+from gds_zarr.pipeline._versions import Versions, read_one_version
 from gds_zarr.planning.chunks import ReadUnits, scatter_plan, split_by_budget
 from gds_zarr.planning.shards import inner_slices
 
@@ -118,16 +119,42 @@ async def fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
     t0 = time.perf_counter()
     try:
         if device != "gpu":
-            return await _fast_read(plan, batch_info, out, drop_axes, device)
+            return await _one_version(plan, batch_info, out, drop_axes, device)
         # zarr's loop thread is not the caller's: run where the caller is (or ``out`` is).
         with gpu_read(read_target(out.as_ndarray_like())):
-            return await _fast_read(plan, batch_info, out, drop_axes, device)
+            return await _one_version(plan, batch_info, out, drop_axes, device)
     finally:
         stats.add(fast_read_seconds=time.perf_counter() - t0)
 
 
+async def _one_version(plan: ChainPlan, batch_info: BatchInfo, out: Any,
+                       drop_axes: tuple[int, ...], device: Literal["cpu", "gpu"]) -> list[bool]:
+    """:func:`_fast_read`, with shards that changed while read read again (see _versions.py).
+    A chunk of an unsharded array is one request: one version by construction."""
+    if plan.shard is None:
+        return await _fast_read(plan, batch_info, out, drop_axes, device, None)
+    store = _common_store(batch_info)
+    present = [True] * len(batch_info)
+
+    async def read(only: list[int] | None, versions: Versions | None, source: Any) -> None:
+        if only is None:
+            present[:] = await _fast_read(plan, batch_info, out, drop_axes, device, versions)
+            return
+        sub = [batch_info[i] for i in only]
+        if source is not store:  # the shards read whole, served from memory
+            sub = [(StorePath(source, bg.path), *rest) for bg, *rest in sub]
+        got = await _fast_read(plan, sub, out, drop_axes, device,
+                               None if versions is None else [versions[i] for i in only])
+        for i, p in zip(only, got, strict=True):
+            present[i] = p
+
+    await read_one_version(store, [bg.path for bg, *_ in batch_info], read)
+    return present
+
+
 async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
-                     drop_axes: tuple[int, ...], device: Literal["cpu", "gpu"]) -> list[bool]:
+                     drop_axes: tuple[int, ...], device: Literal["cpu", "gpu"],
+                     versions: Versions | None) -> list[bool]:
     store = _common_store(batch_info)
     spec = _check_specs(batch_info)
     out_arr = out.as_ndarray_like()
@@ -150,7 +177,8 @@ async def _fast_read(plan: ChainPlan, batch_info: BatchInfo, out: Any,
         finish: list[tuple[int, Any, Any]] = []
     else:
         units, est, finish = await _shard_units(plan, store, batch_info, keys, out_arr,
-                                                fill, targets, outer_present, drop_axes)
+                                                fill, targets, outer_present, drop_axes,
+                                                versions)
         # Inner chunks are ranges of known size. The same bound lets a batch of ranges of
         # distinct shards be read in one pass; a range longer than it (a corrupt index entry)
         # sends the batch to the two-phase path, which clamps it to the file first.
@@ -464,14 +492,15 @@ def _shard_grid(shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> A
 
 async def _shard_units(plan: ChainPlan, store: Any, batch_info: BatchInfo, keys: list[str],
                        out_arr: Any, fill: Any, targets: list[Any], outer_present: np.ndarray,
-                       drop_axes: tuple[int, ...]
+                       drop_axes: tuple[int, ...], versions: Versions | None
                        ) -> tuple[ReadUnits, np.ndarray, list[tuple[int, Any, Any]]]:
     """Read every shard index in one batch and turn the needed inner chunks into units."""
     from zarr.core.indexing import get_indexer
 
     layout = plan.shard
     assert layout is not None
-    offsets, nbytes, empty, outer_present[:] = await read_shard_indexes(store, keys, layout)
+    offsets, nbytes, empty, outer_present[:] = await read_shard_indexes(store, keys, layout,
+                                                                        versions)
     shard_shape = tuple(map(int, batch_info[0][1].shape))
     grid = _shard_grid(shard_shape, layout.chunk_shape)
     xp = _xp("gpu" if not isinstance(out_arr, np.ndarray) else "cpu")

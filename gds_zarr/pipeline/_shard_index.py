@@ -1,29 +1,31 @@
 """Shard indexes for a read: from the process's cache where the file is unchanged, the rest read
-in ONE batched store call and parsed together (every read path goes through here)."""
+in ONE batched store call and parsed together (every read path goes through here).
+
+The files' identities come from the caller (:func:`gds_zarr.pipeline._versions.file_versions`,
+taken once per read): the same ones tell whether a shard changed while it was read.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from gds_zarr.pipeline._stats import stats
-from gds_zarr.pipeline._storeio import is_gds_store, read_ranges, timed
+from gds_zarr.pipeline._storeio import read_ranges, timed
 from gds_zarr.planning.index_cache import CachedIndex, shard_index_cache
 from gds_zarr.planning.shards import ShardLayout, index_request, parse_indexes
 
 __all__ = ["read_shard_indexes"]
 
-#: Up to this many shards are stat'ed in the event loop's thread (a stat is a few microseconds;
-#: a hop to a worker thread costs more).
-_INLINE_STATS = 64
-
-
-async def read_shard_indexes(store: Any, keys: Sequence[str], layout: ShardLayout
+async def read_shard_indexes(store: Any, keys: Sequence[str], layout: ShardLayout,
+                             versions: Sequence[Any] | None
                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The parsed indexes of shards ``keys``.
+
+    ``versions``: each file's identity now (``GDSStore.file_identities``), or None where the
+    store has none; cached indexes are used only for identical files.
 
     Returns
     -------
@@ -43,11 +45,9 @@ async def read_shard_indexes(store: Any, keys: Sequence[str], layout: ShardLayou
     n_inner = int(np.prod(layout.chunks_per_shard, dtype=np.int64))
     cache_keys: list[Any] = [None] * n
     hits: list[CachedIndex | None] = [None] * n
-    if is_gds_store(store) and shard_index_cache.enabled():
-        ids = (store.file_identities(keys) if n <= _INLINE_STATS
-               else await asyncio.to_thread(store.file_identities, keys))
+    if versions is not None and shard_index_cache.enabled():
         sig = (layout.index_location, layout.index_crc32c, layout.chunks_per_shard)
-        cache_keys = [None if i is None else (*i, sig) for i in ids]
+        cache_keys = [None if i is None else (*i, sig) for i in versions]
         hits = shard_index_cache.get_many(cache_keys)
     need = [i for i in range(n) if hits[i] is None]
     if n and not need:  # every index cached (repeated small reads): nothing to read

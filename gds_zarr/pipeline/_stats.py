@@ -44,6 +44,9 @@ class PipelineStats(Counters):
     read_many_via_zarr
         Selections of those calls that zarr's own ``getitem`` read (unsupported chains,
         irregular grids, selections the planner leaves to zarr).
+    version_rereads
+        Reads repeated because a shard changed while it was read (see
+        :mod:`gds_zarr.pipeline._versions`).
     """
 
     fast_reads: int = 0
@@ -61,6 +64,7 @@ class PipelineStats(Counters):
     read_many_calls: int = 0
     read_many_seconds: float = 0.0
     read_many_via_zarr: int = 0
+    version_rereads: int = 0
 
     def delegated(self, reason: str) -> None:
         """Count one delegated read and remember why."""
