@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/_venv.sh
 start=$(date +%s)
-py=$(project_python test)
+# Its own venv: the test extra plus dask-cuda (tests_gpu/test_dask_cuda.py), which pins dask.
+py=$(project_python test,test-multigpu)
 root=$PWD
 export GDS_ZARR_TEST_DEVICE=emulated
 export PYTHONPATH="$root/tests/emulated_gpu${PYTHONPATH:+:$PYTHONPATH}"

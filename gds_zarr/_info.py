@@ -43,6 +43,9 @@ _CODECS: tuple[tuple[str, str, str], ...] = (
     ("lz4", "lz4", "numcodecs LZ4: 4-byte size prefix stripped, then one LZ4 block"),
     ("blosc", "blosc", "frames planned on the host, the LZ4/Zstd streams inside in one nvCOMP "
                        "call per codec, one unshuffle kernel; BloscLZ or Zlib inside: the CPU"),
+    ("fletcher32", "fletcher32", "HDF5's Fletcher-32 trailer (numcodecs.fletcher32), verified "
+                                 "and stripped"),
+    ("shuffle", "shuffle", "HDF5's byte shuffle (numcodecs.shuffle) after the decompression"),
     ("other numcodecs", "numcodecs", "numcodecs on the CPU, copied to the device"),
 )
 

@@ -332,3 +332,19 @@ def test_host_staged_benchmark_measures_both_reads(tmp_path: Path) -> None:
 
     r = measure(str(tmp_path / "shard"), 64, 1024, 1)
     assert set(r) == {"packed", "placed", "layout"} and all(v > 0 for v in r.values())
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux only")
+def test_rss_benchmark_reports_each_budget(tmp_path: Path) -> None:
+    """``python -m benchmarks.rss`` on a small array: a row per budget, values checked, the
+    results files written."""
+    from benchmarks.rss import main
+
+    assert main(["--shape", "2048x4096", "--budgets", "4MiB,1GiB", "--repeat", "1",
+                 "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")]) == 0
+    md = next((tmp_path / "out").glob("*_cpu_rss.md")).read_text()
+    assert "| 4MiB | this checkout | 69 MiB |" in md and "| 1GiB |" in md
+    assert "sampled values checked" in md
+    runs = json.loads(next((tmp_path / "out").glob("*_cpu_rss.json")).read_text())["results"]
+    assert len(runs) == 2 and all(r["values_ok"] and r["output"] == 2048 * 4096 * 4
+                                  and r["peak_above_output"] >= 0 for r in runs)

@@ -228,8 +228,8 @@ def test_a_raw_whole_block_with_a_long_tail_stays_in_bounds(t: int, n: int) -> N
 def test_the_plan_is_the_default_blosc_path_with_the_library(monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:
     calls: list[int] = []
-    real = _cpu.plan_blosc
-    monkeypatch.setattr(_cpu, "plan_blosc",
+    real = _cpu.plan_parts
+    monkeypatch.setattr(_cpu, "plan_parts",
                         lambda *a, **k: calls.append(1) or real(*a, **k))  # type: ignore[func-returns-value]
     raw = np.arange(8192, dtype="<f4").view(np.uint8)
     src, _, _ = _batch([bytes(numcodecs.Blosc().encode(raw.view("<f4")))])
@@ -247,8 +247,8 @@ def test_without_the_library_everything_still_decodes() -> None:
         from gds_zarr.decode._base import BytesStep
         assert _blosc_native.library() is None and _blosc_native.simd_level() is None
         calls = []
-        real = _cpu.plan_blosc
-        _cpu.plan_blosc = lambda *a, **k: calls.append(1) or real(*a, **k)
+        real = _cpu.plan_parts
+        _cpu.plan_parts = lambda *a, **k: calls.append(1) or real(*a, **k)
         step = BytesStep("blosc", numcodecs.Blosc(), "blosc")
         raws = [np.random.default_rng(s).integers(0, 7, 40000, dtype=np.uint8) for s in range(3)]
         chunks = [bytes(numcodecs.Blosc("zstd", 5, sh).encode(r.view("<u4")))

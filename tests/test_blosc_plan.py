@@ -338,8 +338,8 @@ def test_pipeline_reads_blosc_through_the_plan(tmp_path: Any, monkeypatch: Any,
         make(path, data, chunks=(8, 10), shards=(32, 40), fill_value=0,
              compressors=zc.BloscCodec(cname="lz4", shuffle="shuffle", typesize=4))
     calls: list[int] = []
-    real = _cpu.plan_blosc
-    monkeypatch.setattr(_cpu, "plan_blosc",
+    real = _cpu.plan_parts
+    monkeypatch.setattr(_cpu, "plan_parts",
                         lambda *a, **k: calls.append(1) or real(*a, **k))  # type: ignore[func-returns-value]
     for pipeline in (DEFAULT, PIPELINE_PATH):
         stats.reset()

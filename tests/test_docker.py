@@ -8,8 +8,11 @@ the pip install line it runs is the one docker/README.md documents.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,3 +154,69 @@ def test_dockerignore_keeps_what_the_dockerfile_copies(instructions: list[Instru
     copied = {s.rstrip("/") for i in instructions if i.keyword == "COPY"
               for s in shlex.split(i.args)[:-1]}
     assert copied <= kept
+
+
+# --- the build checks the GPU stack (issue 20, item 8) -----------------------------------------
+
+CHECK = REPO / "docker" / "check_install.py"
+EMULATED = REPO / "tests" / "emulated_gpu"
+
+
+def test_the_build_runs_the_install_check_after_the_install(
+        instructions: list[Instruction]) -> None:
+    runs = [i for i in instructions if i.keyword == "RUN"]
+    install = next(n for n, i in enumerate(runs) if "pip install" in i.args)
+    checks = [n for n, i in enumerate(runs) if "docker/check_install.py" in i.args]
+    assert checks and checks[0] > install, "check_install.py must run after pip install"
+    assert re.fullmatch(r"python (-P )?docker/check_install\.py", runs[checks[0]].args)
+    copied = {s for i in instructions if i.keyword == "COPY" for s in shlex.split(i.args)[:-1]}
+    assert "docker/check_install.py" in copied
+
+
+def test_the_install_check_imports_the_gpu_stack_and_runs_info() -> None:
+    source = CHECK.read_text()
+    assert 'LIBRARIES = {"cupy": "cupy", "kvikio": "kvikio", "nvidia.nvcomp": "nvcomp"}' \
+        in source
+    assert '"info", "--json"' in source
+
+
+def _check(*args: str, pythonpath: list[Path], **env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **env,
+           "PYTHONPATH": os.pathsep.join(map(str, [*pythonpath, REPO]))}
+    return subprocess.run([sys.executable, "-P", str(CHECK), *args], capture_output=True,
+                          text=True, timeout=300, env=env, check=False)
+
+
+def test_the_install_check_passes_with_the_gpu_stack() -> None:
+    """On the emulated device (stand-ins for CuPy, kvikio and nvCOMP): every check passes."""
+    done = _check(pythonpath=[EMULATED])
+    assert done.returncode == 0, done.stderr
+    assert "cupy " in done.stdout and "nvidia.nvcomp " in done.stdout
+    assert "device: " in done.stdout
+
+
+def test_the_install_check_fails_on_a_broken_library(tmp_path: Path) -> None:
+    """A wheel whose shared library is missing fails the build, naming the library."""
+    broken = tmp_path / "kvikio"
+    broken.mkdir()
+    (broken / "__init__.py").write_text(
+        'raise OSError("libcufile.so.0: cannot open shared object file")\n')
+    done = _check(pythonpath=[tmp_path, EMULATED])
+    assert done.returncode == 1
+    assert "import kvikio: OSError: libcufile.so.0" in done.stderr
+    assert "gds-zarr info: kvikio is not importable" in done.stderr
+
+
+def test_the_install_check_fails_without_the_gpu_libraries() -> None:
+    done = _check(pythonpath=[])
+    if done.returncode == 0:
+        pytest.skip("the GPU libraries are installed here")
+    assert "import cupy" in done.stderr and "gds-zarr info: cupy is not importable" in done.stderr
+
+
+def test_gpu_requires_a_usable_device() -> None:
+    """``--gpu`` (a container run with ``--gpus all``): the libraries alone are not enough."""
+    assert _check("--gpu", pythonpath=[EMULATED], EMULATED_GPU_DEVICES="2").returncode == 0
+    none = _check("--gpu", pythonpath=[EMULATED], EMULATED_GPU_DEVICES="0")
+    assert none.returncode == 1 and "no usable GPU" in none.stderr, none.stderr
+    assert _check(pythonpath=[EMULATED], EMULATED_GPU_DEVICES="0").returncode == 0  # the build

@@ -35,6 +35,11 @@ EMULATOR = REPO / "tests" / "emulated_gpu"
 
 #: The emulated packages; a dotted name under one of them is checked.
 ROOTS = ("cupy", "cupyx", "kvikio", "nvidia.nvcomp")
+#: NVML: on the emulated device ``pynvml`` is the real binding (nvidia-ml-py) over an emulated
+#: ``libnvidia-ml.so.1`` (tests/emulated_gpu/pynvml.py). A ``pynvml.`` name gds_zarr uses is
+#: checked for the C entry points its binding function calls: each must be in the emulated
+#: library (one missing would raise NVMLError_FunctionNotFound on the emulated device only).
+NVML_ROOT = "pynvml"
 
 #: Functions returning the array module, ``cupy`` on the GPU path (pipeline/_read.py ``_xp``).
 ARRAY_MODULE_CALLS = frozenset({"_xp"})
@@ -70,6 +75,9 @@ OBJECT_ATTRIBUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     # decode/_gpu.py, _blosc_gpu.py, _scatter_gpu.py: ``_kernel(name)(grid, block, args)``.
     "raw kernel": ("obj = cupy.RawKernel('extern \"C\" __global__ void k() {}', 'k')",
                    ("__call__",)),
+    # _hostpool.py: ``PinnedMemoryPointer(PinnedMemory(n, hostAllocPortable), 0).ptr``.
+    "pinned memory pointer": ("obj = cupy.cuda.PinnedMemoryPointer(cupy.cuda.PinnedMemory("
+                              "16, cupy.cuda.runtime.hostAllocPortable), 0)", ("ptr", "mem")),
     # io/_gpu.py: ``kvikio.CuFile(path, "r")``, ``.pread(buf, size, offset).get()``, ``.close()``.
     "kvikio read handle": ("obj = kvikio.CuFile(tmp, 'r')", ("pread", "close")),
     "kvikio pread future": ("f = kvikio.CuFile(tmp, 'r')\n"
@@ -126,7 +134,7 @@ class Use:
 
 
 def _interesting(dotted: str) -> bool:
-    return any(dotted == r or dotted.startswith(r + ".") for r in ROOTS)
+    return any(dotted == r or dotted.startswith(r + ".") for r in (*ROOTS, NVML_ROOT))
 
 
 Binding = tuple[str, tuple[str, ...], bool]  # module, attrs, from an ``from ... import``
@@ -384,8 +392,68 @@ def _make(code: str, tmp: str) -> Any:
     return ns["obj"]
 
 
+def _nvml_entry_points(module: Any) -> dict[str, set[str]]:
+    """For each function of the pynvml binding, the C entry points it calls (its own
+    ``_nvmlGetFunctionPointer("...")`` names and those of the binding functions it calls)."""
+    tree = ast.parse(inspect.getsource(module))
+    direct: dict[str, set[str]] = {}
+    calls: dict[str, set[str]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        direct[node.name], calls[node.name] = set(), set()
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name):
+                if sub.func.id == "_nvmlGetFunctionPointer" and sub.args and isinstance(
+                        sub.args[0], ast.Constant):
+                    direct[node.name].add(str(sub.args[0].value))
+                else:
+                    calls[node.name].add(sub.func.id)
+    out: dict[str, set[str]] = {}
+    for name in direct:
+        seen, todo, eps = set(), [name], set()
+        while todo:
+            f = todo.pop()
+            if f in seen or f not in direct:
+                continue
+            seen.add(f)
+            eps |= direct[f]
+            todo += calls[f]
+        out[name] = eps
+    return out
+
+
+def check_nvml(uses: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``pynvml.`` uses: each name exists in the binding, and the C entry points it calls
+    exist in the emulated NVML library. Without nvidia-ml-py: ``{"skipped": why}``."""
+    try:
+        pynvml = importlib.import_module(NVML_ROOT)
+    except ImportError as e:
+        return {"skipped": f"{type(e).__name__}: {e}"}
+    from _emucuda import nvml as emulated
+
+    if not getattr(pynvml, "__emulated__", False):
+        return {"wrong": f"pynvml is not the emulated one ({pynvml.__file__})"}
+    entry_points = _nvml_entry_points(pynvml)
+    missing: dict[str, str] = {}
+    for u in uses:
+        name = ".".join((u["module"], *u["attrs"]))
+        if not u["attrs"]:
+            continue
+        if not hasattr(pynvml, u["attrs"][0]):
+            missing[name] = "not in the pynvml binding"
+            continue
+        lacking = sorted(entry_points.get(u["attrs"][0], set()) - emulated.ENTRY_POINTS)
+        if lacking:
+            missing[name] = f"calls {', '.join(lacking)}, which the emulated NVML lacks"
+    return {"names": sorted({".".join((u["module"], *u["attrs"])) for u in uses}),
+            "missing": missing}
+
+
 def check(uses: list[dict[str, Any]]) -> dict[str, Any]:
     """Resolve every use on the emulated modules; make the objects and read their attributes."""
+    nvml_uses = [u for u in uses if u["module"].split(".")[0] == NVML_ROOT]
+    uses = [u for u in uses if u["module"].split(".")[0] != NVML_ROOT]
     roots: dict[str, str] = {}
     for root in ROOTS:
         try:
@@ -452,7 +520,8 @@ def check(uses: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             objects += [f"{label}: has {a}, which gds_zarr reads as 'host memory'"
                         for a in attrs if hasattr(obj, a)]
-    return {"roots": roots, "names": names, "calls": calls, "objects": objects}
+    return {"roots": roots, "names": names, "calls": calls, "objects": objects,
+            "nvml": check_nvml(nvml_uses)}
 
 
 # ---------------------------------------------------------------- the tests
@@ -559,6 +628,19 @@ def test_returned_objects_have_what_gds_zarr_uses(result: dict[str, Any]) -> Non
     results made by the emulator have the attributes in :data:`OBJECT_ATTRIBUTES`."""
     assert not result["objects"], f"{len(result['objects'])} object attributes missing:\n" \
         + "\n".join(result["objects"])
+
+
+def test_every_nvml_call_gds_zarr_makes_is_in_the_emulated_library(
+        result: dict[str, Any], uses: list[Use]) -> None:
+    """``gds-zarr info`` asks NVML about the driver and device 0 (_info.py): every ``pynvml``
+    function it calls reaches only entry points the emulated libnvidia-ml has."""
+    assert any(u.module == NVML_ROOT for u in uses), "the scan found no pynvml use in gds_zarr"
+    nvml = result["nvml"]
+    if "skipped" in nvml:
+        pytest.skip(f"pynvml is not importable here (nvidia-ml-py): {nvml['skipped']}")
+    assert "wrong" not in nvml, nvml.get("wrong")
+    assert not nvml["missing"], "\n".join(
+        f"{n}  [{_where(uses, n)}]: {why}" for n, why in sorted(nvml["missing"].items()))
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--check"]:

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from gds_zarr.decode import _blosc_gpu, _gpu, _scatter_gpu
+from gds_zarr.decode import _blosc_gpu, _filters_gpu, _gpu, _scatter_gpu
 
 NVCC = shutil.which("nvcc")
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc (CUDA toolkit) not installed")
 
 
 def _sources() -> dict[str, str]:
-    out = {"decode_kernels": _gpu._KERNELS, "blosc_unshuffle": _blosc_gpu.UNSHUFFLE_KERNEL}
+    out = {"decode_kernels": _gpu._KERNELS, "blosc_unshuffle": _blosc_gpu.UNSHUFFLE_KERNEL,
+           "hdf5_filters": _filters_gpu.FILTER_KERNELS}
     for itemsize, ctype in _scatter_gpu._ITEM_TYPES.items():
         out[f"scatter_item{itemsize}"] = _scatter_gpu._KERNEL.replace("ITEM", ctype)
     return out

@@ -33,3 +33,17 @@ def test_ci_run_calls_the_readme_test_command() -> None:
     _, test = _first_bash_block()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test in ci
+
+
+def test_the_benchmark_figure_is_of_the_latest_complete_cpu_run() -> None:
+    """Issue 20, item 7: a plot a reader sees without running anything, redrawn (by the
+    command the README gives) when a newer complete CPU run is committed."""
+    from benchmarks import latest
+
+    run = latest.complete_run(latest.load_runs())
+    assert "![" in README and "](docs/benchmarks-cpu.png)" in README
+    assert (ROOT / "docs" / "benchmarks-cpu.png").read_bytes().startswith(b"\x89PNG")
+    assert f"(benchmarks/results/{run.stem}.md)" in README, (
+        f"the README figure is not of {run.stem}: python -m benchmarks.latest --out "
+        "docs/benchmarks-cpu.png, and name that run in the README")
+    assert "python -m benchmarks.latest --out docs/benchmarks-cpu.png" in README

@@ -7,6 +7,7 @@ logs, repr or the GPU-path report."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,55 @@ def test_credentials_never_appear(server: RangeServer, caplog: pytest.LogCapture
         for s in (secret, aws_secret, "AKIDSECRETID1"):
             assert s not in text, (s, text)
     assert "user:" not in str(e1.value) and "obj" in str(e1.value)
+
+
+def _closed_port() -> int:
+    """A 127.0.0.1 port with nothing listening (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("kind", ["http", "s3"])
+def test_connection_refused_names_the_cause_and_the_endpoint(kind: str) -> None:
+    """Opening an array at an endpoint where nothing listens: the cause and the endpoint, not
+    only obstore's 'error sending request'."""
+    endpoint = f"127.0.0.1:{_closed_port()}"
+    with gds_zarr.settings.set(**FAST):
+        store = (GDSStore(f"http://{endpoint}/data.zarr") if kind == "http" else
+                 GDSStore("s3://bucket/data.zarr", storage_options={
+                     "endpoint": f"http://{endpoint}", "skip_signature": True,
+                     "region": "us-east-1"}))
+    with pytest.raises(ChunkReadError) as info:
+        zarr.open_array(store, mode="r", zarr_format=3)
+    assert info.value.key == "zarr.json"
+    assert f"connection refused by {endpoint}" in str(info.value)
+    assert f"{store.root}/zarr.json" in str(info.value)  # the object's URL
+
+
+def test_a_stalled_server_is_a_timeout_naming_the_endpoint() -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        endpoint = f"127.0.0.1:{silent.getsockname()[1]}"
+        with gds_zarr.settings.set(remote_retries=0, remote_timeout=0.5):
+            store = GDSStore(f"http://{endpoint}/data.zarr")
+        with pytest.raises(ChunkReadError, match=f"timed out: no answer from {endpoint}"):
+            _get(store, "zarr.json")
+
+
+def test_an_unknown_host_is_name_not_resolved() -> None:
+    with gds_zarr.settings.set(remote_retries=0, remote_timeout=5):
+        store = GDSStore("http://no-such-host.invalid/data.zarr")  # .invalid never resolves
+    with pytest.raises(ChunkReadError, match=r"name not resolved: no-such-host\.invalid"):
+        _get(store, "zarr.json")
+
+
+@pytest.mark.parametrize("key", ["zarr.json", "g/.zarray", ".zattrs", ".zgroup", ".zmetadata"])
+def test_metadata_keys_are_not_called_chunks(key: str) -> None:
+    with gds_zarr.settings.set(**FAST):
+        store = GDSStore(f"http://127.0.0.1:{_closed_port()}/data.zarr")
+    with pytest.raises(ChunkReadError) as info:
+        _get(store, key)
+    assert "chunk" not in str(info.value).split(":")[0]
+    assert f"could not read metadata {key!r}" in str(info.value)

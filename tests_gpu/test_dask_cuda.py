@@ -47,7 +47,7 @@ def client() -> Iterator[Any]:
     n = cupy.cuda.runtime.getDeviceCount()
     with (
         dask_cuda.LocalCUDACluster(n_workers=n, threads_per_worker=1,
-                                   dashboard_address=None) as cluster,
+                                   dashboard_address=":0") as cluster,  # any free port
         distributed.Client(cluster) as c,
     ):
         c.wait_for_workers(n, timeout=120)
@@ -86,7 +86,7 @@ def test_each_worker_reads_its_chunks_onto_its_own_gpu(client: Any, array_path: 
     futures = [client.submit(_read_rows, str(array_path), (i * step, (i + 1) * step),
                              workers=[w], allow_other_workers=False, pure=False)
                for i, w in enumerate(workers)]
-    results = client.gather(futures)
+    results = client.gather(futures, timeout=120)  # a worker that cannot answer: fail, not hang
     assert {r["module"] for r in results} == {"cupy"}
     # LocalCUDACluster gives each worker its own GPU first in CUDA_VISIBLE_DEVICES: device 0
     # inside the worker, a different physical GPU (PCI bus id) for every worker.
@@ -101,6 +101,8 @@ def test_from_zarr_on_the_cluster(client: Any, array_path: Path) -> None:
     with enable(device="gpu"):
         z = zarr.open_array(GDSStore(array_path, read_only=True), mode="r")
     x = da.from_zarr(z, chunks=SHARDS)
-    total = x.sum(dtype="f8").compute(scheduler=client)
+    # Through a future with a timeout: CuPy results that cannot be sent between workers (no
+    # numba-cuda or rmm for distributed's serializer) must fail the test, not hang it.
+    total = client.compute(x.sum(dtype="f8")).result(timeout=120)
     expected = np.asarray(zarr.open_array(array_path, mode="r")[...], dtype="f8").sum()
     assert float(total) == expected

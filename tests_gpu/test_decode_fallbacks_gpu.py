@@ -118,6 +118,37 @@ def test_every_chunk_cpu_only_makes_no_nvcomp_call() -> None:
     assert info.value.key == "c/3"
 
 
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_a_bomb_left_to_the_host_stops_at_the_chunk_s_size(kind: str) -> None:
+    """One chunk decoding to 64 MiB of zeros (gzip: 0.25 MiB; zstd: a 2 KiB frame of RLE blocks
+    without a content size): the pre-check leaves it to the CPU decoder, whose decode stops one
+    byte past the row (issue 19, item 3): an error naming it, not 64 MiB inflated first."""
+    import gzip
+    import tracemalloc
+
+    codec = numcodecs.GZip() if kind == "gzip" else numcodecs.Zstd()
+    steps = [step(kind, codec)]
+    raws = [raw(i, NBYTES) for i in range(N)]
+    enc = [encode(steps, r) for r in raws]
+    if kind == "gzip":
+        enc[2] = gzip.compress(bytes(64 << 20), 1)
+    else:  # 512 RLE blocks of 128 KiB of zeros, the last one marked last
+        blocks = [struct.pack("<I", (128 << 13) | (1 << 1) | (k == 511))[:3] + b"\0"
+                  for k in range(512)]
+        enc[2] = struct.pack("<I", formats.ZSTD_MAGIC) + bytes([0x00, 0x38]) + b"".join(blocks)
+    src = batch(enc)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ChunkDecodeError, match=f"expected {NBYTES} decoded bytes, found "
+                                                   f"more") as info:
+            NvcompDecoder().decode_batch(steps, src, np.arange(N), NBYTES, _keys())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.key == "c/2"
+    assert peak < 32 << 20, peak
+
+
 @pytest.mark.parametrize("steps", [[], [step("crc32c", CRC32C())]], ids=["raw", "crc32c"])
 def test_a_payload_of_the_wrong_size_names_its_key_as_the_cpu_does(
         steps: list[BytesStep]) -> None:

@@ -82,8 +82,8 @@ def test_no_device_says_whether_the_driver_is_there(
         fresh_status: None, monkeypatch: pytest.MonkeyPatch, driver: bool) -> None:
     """CuPy raises cudaErrorNoDevice when the driver finds no GPU (CUDA_VISIBLE_DEVICES="",
     EMULATED_GPU_DEVICES=0); the reason then tells a missing driver from a missing device."""
-    streams = pytest.importorskip("_emucuda.streams", reason="the emulated device's count")
-    monkeypatch.setattr(streams, "_DEVICES", 0)
+    devices = pytest.importorskip("_emucuda.devices", reason="the emulated device's count")
+    monkeypatch.setattr(devices, "_VISIBLE", ())  # as CUDA_VISIBLE_DEVICES="" leaves it
     with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match="cudaErrorNoDevice"):
         cp.cuda.runtime.getDeviceCount()
     # The emulator has no libcuda: name a library that loads for "the driver is there".

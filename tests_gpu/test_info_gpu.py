@@ -8,6 +8,7 @@ from pathlib import Path
 import numcodecs
 import numpy as np
 import pytest
+from numcodecs.fletcher32 import Fletcher32
 
 from gds_zarr._device import gpu_status
 
@@ -27,6 +28,7 @@ from gds_zarr.pipeline import stats
 COMPRESSORS = {
     "zstd": numcodecs.Zstd(level=1), "gzip": numcodecs.GZip(), "zlib": numcodecs.Zlib(),
     "lz4": numcodecs.LZ4(), "blosc": numcodecs.Blosc(cname="lz4", shuffle=numcodecs.Blosc.SHUFFLE),
+    "fletcher32": Fletcher32(), "shuffle": numcodecs.Shuffle(4),  # HDF5's filters
     "other numcodecs": numcodecs.BZ2(),
 }
 

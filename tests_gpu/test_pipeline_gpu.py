@@ -342,3 +342,30 @@ def test_streaming_within_device_budget(tmp_path: Any, sharded: bool) -> None:
     print(f"\ndevice pool peak beyond the output: {held} bytes; tracked staging peak "
           f"{stats.peak_staging_bytes}; budget {BUDGET}; batches {stats.batches}")
     assert held <= 4 * BUDGET, (held, stats.peak_staging_bytes)
+
+
+def test_host_staging_reused_within_the_budget(tmp_path: Any) -> None:
+    """Issue 19, item 4 on the GPU path: the pinned bounce buffers of host-staged reads (all
+    reads in kvikio's compat mode) come from gds_zarr's pinned pool, reused batch after batch;
+    the pinned memory mapped at once stays within 1.25 x the budget."""
+    from gds_zarr._hostpool import pinned_pool
+    from gds_zarr.io._gpu import _dma_min
+
+    if _dma_min() is not None:
+        pytest.skip("GDS moves the large reads by DMA: no host staging to measure")
+    budget = 16 << 20
+    path = str(tmp_path / "a.zarr")
+    data = np.arange(4096 * 4096, dtype="f4").reshape(4096, 4096)  # 64 MiB, 4 shards
+    make(path, data, chunks=(256, 256), shards=(2048, 2048), compressors=None)
+    pool = pinned_pool()
+    pool.release()
+    pool.reset_peak()
+    maps = pool.maps
+    with gds_zarr.enable(device="gpu", memory_budget=budget):
+        _reset_counters()
+        got = zarr.open_array(GDSStore(path), mode="r")[...]
+    assert cupy.asnumpy(got).tobytes() == data.tobytes()
+    assert stats.batches >= 8, stats  # batches of several MiB each, every one staged
+    assert pool.maps - maps <= 3, (pool.maps - maps, stats.batches)  # reused, not re-pinned
+    assert pool.peak <= 1.25 * budget, pool.peak
+    assert pool.free_bytes <= budget // 4 + (1 << 20)  # what the pool keeps after a read

@@ -58,12 +58,16 @@ def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RangeServer]:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No AWS or KVIKIO settings from the machine; kvikio's defaults read anew; no faults."""
+    import importlib
     import os
 
     for name in list(os.environ):
         if name.startswith(("AWS_", "KVIKIO_")):
             monkeypatch.delenv(name)
-    emulated = sys.modules.get("kvikio._emulated")
+    try:  # the emulated kvikio's records (imported on demand: nothing imports it before)
+        emulated: Any = importlib.import_module("kvikio._emulated")
+    except ImportError:  # a real kvikio
+        emulated = None
     if emulated is not None:
         emulated.reset_defaults()
         emulated.clear_records()

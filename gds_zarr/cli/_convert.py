@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
                           chunk_shape=args.chunk_shape, codec=args.codec, level=args.level,
                           progress=args.progress, overwrite=args.overwrite)
     except (OSError, ValueError, TypeError) as e:
-        print(f"gds-zarr convert: {e}", file=sys.stderr)
+        # convert() names its Python argument; here the same remedy is a flag.
+        print(f"gds-zarr convert: {str(e).replace('overwrite=True', '--overwrite')}",
+              file=sys.stderr)
         return 2
     print(summary)
     return 0

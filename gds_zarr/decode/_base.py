@@ -23,7 +23,8 @@ from gds_zarr._batch import BatchRead
 
 __all__ = ["BytesDecoder", "BytesStep", "StepKind"]
 
-StepKind = Literal["crc32c", "zstd", "gzip", "zlib", "lz4", "blosc", "numcodecs"]
+StepKind = Literal["crc32c", "fletcher32", "zstd", "gzip", "zlib", "lz4", "blosc", "shuffle",
+                   "numcodecs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +36,11 @@ class BytesStep:
     kind
         What the GPU backend needs to know: ``"zstd"``, ``"gzip"``, ``"zlib"``, ``"lz4"``
         (numcodecs LZ4: 4-byte little-endian size prefix, then an LZ4 block), ``"blosc"``,
-        ``"crc32c"`` (4-byte little-endian CRC-32C trailer, verified and stripped), or
-        ``"numcodecs"`` for any other numcodecs codec (CPU only).
+        ``"crc32c"`` (4-byte little-endian CRC-32C trailer, verified and stripped),
+        ``"fletcher32"`` (HDF5's 4-byte little-endian Fletcher-32 trailer, numcodecs'
+        ``Fletcher32``), ``"shuffle"`` (numcodecs' ``Shuffle``: HDF5's byte shuffle of the
+        whole chunk by ``codec.elementsize``), or ``"numcodecs"`` for any other numcodecs codec
+        (CPU only).
     codec
         A numcodecs codec object whose ``decode(buf, out=None)`` does this step on the host.
     name

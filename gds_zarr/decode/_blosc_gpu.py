@@ -3,10 +3,12 @@
 nvCOMP has LZ4 and Zstd block decoders but no Blosc container and no shuffle filter. For a
 batch of one-step Blosc chunks, :func:`decode_on_device`:
 
-1. plans every chunk at once with :func:`gds_zarr.planning.blosc.plan_blosc`, reading only
+1. plans every chunk at once with :func:`gds_zarr.planning.blosc.plan_parts`, reading only
    headers, block starts and stream sizes from the device (one small gather per split round),
    with c-blosc's own checks: a bad chunk raises :class:`~gds_zarr.errors.ChunkDecodeError`
-   naming its key before anything is decoded;
+   naming its key before anything is decoded (a batch whose plan would exceed its share of
+   ``memory_budget`` is planned and decoded in parts: then a bad block table is found when its
+   part is planned);
 2. decodes all LZ4 streams of all blocks of all chunks in ONE ``Codec.decode`` call, and all Zstd
    streams in another, straight from the read buffer when every stream lies aligned there (else
    from one packed copy), into one staging buffer in the chunks' *shuffled* layout (directly at
@@ -38,7 +40,7 @@ import numpy as np
 
 from gds_zarr._batch import BatchRead
 from gds_zarr.decode._base import BytesStep
-from gds_zarr.planning.blosc import SHUFFLE_NONE, BloscPlan, plan_blosc
+from gds_zarr.planning.blosc import SHUFFLE_NONE, BloscPlan, plan_limit, plan_parts
 
 if TYPE_CHECKING:
     from gds_zarr.decode._gpu import NvcompDecoder
@@ -163,7 +165,10 @@ def decode_on_device(decoder: NvcompDecoder, steps: Sequence[BytesStep], src: Ba
     rows (``into`` when given), with their keys ``keys``.
 
     Called by :meth:`gds_zarr.decode._gpu.NvcompDecoder.decode_batch` (its contract, errors and
-    ``out`` check) on the batch's device and stream, inside its fault containment.
+    ``out`` check) on the batch's device and stream, inside its fault containment. The batch is
+    planned and decoded in parts whose plans stay within the budget's share
+    (:func:`gds_zarr.planning.blosc.plan_parts`); a chunk whose plan alone would not fit is
+    decoded on the host by c-blosc.
     """
     import cupy
 
@@ -173,36 +178,60 @@ def decode_on_device(decoder: NvcompDecoder, steps: Sequence[BytesStep], src: Ba
     data = cupy.asarray(src.data).reshape(-1).view(cupy.uint8)
     starts = np.asarray(src.offsets, np.int64)[index]
     stops = starts + np.asarray(src.sizes, np.int64)[index]
-    plan = plan_blosc(_gpu._device_reader(data), starts, stops, decoded_nbytes, keys)
-
-    # Rows nvCOMP cannot do: the plan's fallbacks and rows with a stream of another codec.
-    cpu_rows = plan.fallback.copy()
-    other = (plan.stream_codec >= 0) & ~np.isin(plan.stream_codec, list(NVCOMP_CODECS))
-    cpu_rows[plan.stream_row[other]] = True
+    parts = plan_parts(_gpu._device_reader(data), starts, stops, decoded_nbytes, keys,
+                       plan_limit())
+    part = next(parts, None)  # every header is checked here, before anything decodes
 
     out = into if into is not None else cupy.empty((n, decoded_nbytes), cupy.uint8)
-    shuffled = bool((plan.block_shuffle[~cpu_rows[plan.block_row]] != SHUFFLE_NONE).any())
-    # Without a shuffle the streams decode straight into the rows; else into a staging buffer.
-    stage = cupy.empty(n * decoded_nbytes, cupy.uint8) if shuffled else out.reshape(-1)
-
     _gpu._route_nvcomp_allocations()
     dev = cupy.cuda.Device().id
     stream = cupy.cuda.get_current_stream().ptr
     align: dict[str, int] = {}
-    for algorithm in NVCOMP_CODECS.values():
+    refused: dict[int, Exception] = {}
+    for code, algorithm in NVCOMP_CODECS.items():
         try:
             align[algorithm] = decoder._call_nvcomp(
                 algorithm, dev, stream, keys[0],
                 lambda c: int(c.get_required_decompression_alignment()))
         except _gpu._Refused as e:
-            align[algorithm] = 0  # refused: its rows go to the CPU below
-            refused = np.zeros(n, bool)
-            code = next(c for c, a in NVCOMP_CODECS.items() if a == algorithm)
-            refused[plan.stream_row[plan.stream_codec == code]] = True
-            refused &= ~cpu_rows
-            if refused.any():
-                _log_refusal(decoder, e, int(refused.sum()), read_id)
-                cpu_rows |= refused
+            align[algorithm] = 0  # refused: its rows go to the CPU
+            refused[code] = e
+    while part is not None:
+        lo, hi, plan = part
+        del part
+        _decode_part(decoder, steps, plan, data, starts[lo:hi], stops[lo:hi], decoded_nbytes,
+                     keys[lo:hi], read_id, out[lo:hi], align, refused, dev, stream)
+        del plan  # the next part is planned without this one alive
+        part = next(parts, None)
+    return out
+
+
+def _decode_part(decoder: NvcompDecoder, steps: Sequence[BytesStep], plan: BloscPlan,
+                 data: Any, starts: np.ndarray, stops: np.ndarray, decoded_nbytes: int,
+                 keys: list[str], read_id: Any, out: Any, align: dict[str, int],
+                 refused: dict[int, Exception], dev: int, stream: int) -> None:
+    """Decode the rows of one plan into ``out`` (their rows of the batch's output): streams by
+    nvCOMP, raw streams by one gather, one unshuffle launch, the rest on the CPU."""
+    import cupy
+
+    from gds_zarr.decode import _gpu
+
+    n = len(plan.codec)
+    # Rows nvCOMP cannot do: the plan's fallbacks and rows with a stream of another codec.
+    cpu_rows = plan.fallback.copy()
+    other = (plan.stream_codec >= 0) & ~np.isin(plan.stream_codec, list(NVCOMP_CODECS))
+    cpu_rows[plan.stream_row[other]] = True
+    for code, e in refused.items():  # the codec refused to say its alignment
+        rows = np.zeros(n, bool)
+        rows[plan.stream_row[plan.stream_codec == code]] = True
+        rows &= ~cpu_rows
+        if rows.any():
+            _log_refusal(decoder, e, int(rows.sum()), read_id)
+            cpu_rows |= rows
+
+    shuffled = bool((plan.block_shuffle[~cpu_rows[plan.block_row]] != SHUFFLE_NONE).any())
+    # Without a shuffle the streams decode straight into the rows; else into a staging buffer.
+    stage = cupy.empty(n * decoded_nbytes, cupy.uint8) if shuffled else out.reshape(-1)
 
     for group in stream_groups(plan, cpu_rows, decoded_nbytes, align, int(stage.data.ptr)):
         bad_rows = _nvcomp_group(decoder, plan, group, data, stage, dev, stream, keys, read_id,
@@ -228,7 +257,6 @@ def decode_on_device(decoder: NvcompDecoder, steps: Sequence[BytesStep], src: Ba
         rows = np.flatnonzero(cpu_rows)
         out[cupy.asarray(rows)] = decoder._on_cpu(steps, data, starts[rows], stops[rows],
                                                   decoded_nbytes, [keys[r] for r in rows])
-    return out
 
 
 def _nvcomp_group(decoder: NvcompDecoder, plan: BloscPlan, group: StreamGroup, data: Any,

@@ -2,8 +2,10 @@
 
 A one-step chain of zstd, LZ4, Blosc, gzip or zlib is decoded by a native kernel
 (:mod:`gds_zarr.decode._native`: the C function called through ctypes, per-thread state, straight
-into the row, the GIL released), so ``decode_threads`` threads decode in parallel; a chunk a
-kernel does not accept, and every other chain, goes through numcodecs.
+into the row, the GIL released), so ``decode_threads`` threads decode in parallel; so is the
+compressor of an HDF5 filter chain (Fletcher-32, deflate, shuffle:
+:mod:`gds_zarr.decode._filters`); a chunk a kernel does not accept, and every other chain, goes
+through numcodecs.
 
 Work is split into a few contiguous pieces per thread, pulled from a shared counter, so a thread
 the OS deschedules on a busy machine does not hold up the batch; the calling thread decodes
@@ -30,11 +32,12 @@ import numpy as np
 
 from gds_zarr import settings
 from gds_zarr._batch import BatchRead
-from gds_zarr.decode import _blosc_native, _native, _zstd_native
+from gds_zarr._hostpool import host_empty
+from gds_zarr.decode import _blosc_native, _bounded, _filters, _native, _zstd_native
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.decode.formats import check_blosc, numpy_reader
 from gds_zarr.errors import ChunkDecodeError
-from gds_zarr.planning.blosc import BloscPlan, plan_blosc, unshuffle_span
+from gds_zarr.planning.blosc import BloscPlan, plan_limit, plan_parts, unshuffle_span
 
 __all__ = ["BLOSC_PLAN", "CpuDecoder", "decode_pool"]
 
@@ -133,7 +136,8 @@ class CpuDecoder:
         ChunkDecodeError
             If a codec rejects a chunk, or a chunk decodes to the wrong number of bytes.
         """
-        out = np.empty((len(index), decoded_nbytes), dtype=np.uint8)
+        # Pooled (a batch's rows, the GPU path's CPU-decoded chunks): see gds_zarr/_hostpool.py.
+        out = host_empty(len(index) * decoded_nbytes).reshape(len(index), decoded_nbytes)
         self._run(steps, src, index, keys, out.__getitem__, None, decoded_nbytes)
         return out
 
@@ -188,17 +192,32 @@ class CpuDecoder:
             starts = np.asarray(offs, dtype=np.int64)
             stops = starts + np.asarray(sizes, dtype=np.int64)
             if use_plan:  # the plan checks every header field, block start and stream size
-                plan = plan_blosc(_inside_reader(data), starts, stops, decoded_nbytes, names)
-            else:
+                # in parts within the budget's share; every header is checked at the first part
+                parts = plan_parts(_inside_reader(data), starts, stops, decoded_nbytes, names,
+                                   plan_limit())
+                part = next(parts, None)
+            else:  # before other steps: nbytes at most what they take (issue 19, item 3)
                 check_blosc(numpy_reader(data), starts, stops,
-                            decoded_nbytes if len(steps) == 1 else None, names)
+                            decoded_nbytes if len(steps) == 1 else None, names,
+                            at_most=_bounded.output_bounds(steps, decoded_nbytes)[0])
         kernel = _native.kernel_for(steps, decoded_nbytes)
         chained_zstd = kernel is None and _native_zstd(steps)
+        filtered = _filters.split_chain(steps, decoded_nbytes) if kernel is None else None
         if use_plan:
-            run = _blosc_loop(data, offs, sizes, names, steps, plan, kernel, row_of, consume,
-                              decoded_nbytes)
-        elif kernel is not None:
+            while part is not None:
+                lo, hi, plan = part
+                run = _blosc_loop(data, offs, sizes, names, steps, plan, kernel, row_of,
+                                  consume, decoded_nbytes, lo)
+                del part, plan  # the next part is planned without this one alive
+                _run_rows(run, lo, hi, threads)
+                del run
+                part = next(parts, None)
+            return
+        if kernel is not None:
             run = _native_loop(data, offs, sizes, names, steps, kernel, row_of, consume,
+                               decoded_nbytes)
+        elif filtered is not None:  # HDF5's fletcher32 + deflate + shuffle, and the like
+            run = _filter_loop(data, offs, sizes, names, steps, filtered, row_of, consume,
                                decoded_nbytes)
         else:
             def run(lo: int, hi: int) -> None:
@@ -219,6 +238,17 @@ class CpuDecoder:
             run(0, n)
             return
         _parallel(run, n, threads)
+
+
+def _run_rows(run: Callable[[int, int], None], lo: int, hi: int, threads: int) -> None:
+    """``run`` over rows ``lo:hi`` (a part of a Blosc plan): in this thread, or in pieces on
+    ``threads`` threads."""
+    if threads == 1 or hi - lo == 1:
+        run(lo, hi)
+    elif lo == 0:
+        _parallel(run, hi, threads)
+    else:
+        _parallel(lambda a, b: run(lo + a, lo + b), hi - lo, threads)
 
 
 def _parallel(run: Callable[[int, int], None], n: int, threads: int) -> None:
@@ -301,6 +331,32 @@ def _native_loop(data: np.ndarray, offs: list[int], sizes: list[int], names: lis
     return run
 
 
+def _filter_loop(data: np.ndarray, offs: list[int], sizes: list[int], names: list[str],
+                 steps: Sequence[BytesStep], chain: _filters.FilterChain,
+                 row_of: Callable[[int], np.ndarray] | None,
+                 consume: Callable[[int, np.ndarray], None] | None,
+                 decoded_nbytes: int) -> Callable[[int, int], None]:
+    """The per-piece loop for a filter chain (:mod:`gds_zarr.decode._filters`): checksum,
+    native kernel and unshuffle per chunk; a chunk one of them refuses goes to numcodecs."""
+    base = data.ctypes.data if data.nbytes else 0
+
+    def run(lo: int, hi: int) -> None:
+        fn = chain.kernel() if chain.kernel is not None else None
+        row = None if row_of is not None else _scratch(decoded_nbytes)
+        tmp = _scratch(decoded_nbytes, "unshuffle") if chain.elementsize > 1 else None
+        for j in range(lo, hi):
+            if row_of is not None:
+                row = row_of(j)
+            assert row is not None
+            o = offs[j]
+            if not _filters.decode_chunk(chain, fn, data, base, o, sizes[j], row, tmp):
+                _decode_one(steps, data[o: o + sizes[j]], row, names[j])
+            if consume is not None:
+                consume(j, row)
+
+    return run
+
+
 def _inside_reader(data: np.ndarray) -> Callable[[np.ndarray, int], np.ndarray]:
     """The plan's byte reader over host memory: plain (bounds-checked) indexing, without the
     clipping of ``numpy_reader``: :func:`plan_blosc` reads only positions it has checked to lie
@@ -345,11 +401,12 @@ def _blosc_loop(data: np.ndarray, offs: list[int], sizes: list[int], names: list
                 kernel: Callable[[], _native.Kernel] | None,
                 row_of: Callable[[int], np.ndarray] | None,
                 consume: Callable[[int, np.ndarray], None] | None,
-                decoded_nbytes: int) -> Callable[[int, int], None]:
+                decoded_nbytes: int, first: int = 0) -> Callable[[int, int], None]:
     """The per-piece loop of the Blosc plan: a chunk is one call of the C row decoder
     (:mod:`gds_zarr.decode._blosc_native`: every stream by c-blosc's own codec, block by block,
     unshuffled in C); without that library, every stream by the kernel of its codec and a numpy
-    unshuffle per span of like blocks.
+    unshuffle per span of like blocks. The plan's row 0 is the batch's row ``first`` (a part of
+    the batch, see :func:`gds_zarr.planning.blosc.plan_parts`).
 
     A chunk the plan leaves out (``fallback``), or with a stream whose codec is missing or that
     does not give exactly its size, is decoded again from its bytes by c-blosc, else numcodecs,
@@ -368,12 +425,12 @@ def _blosc_loop(data: np.ndarray, offs: list[int], sizes: list[int], names: list
             if row_of is not None:
                 row = row_of(j)
             assert row is not None
-            if fallback[j]:
+            if fallback[j - first]:
                 ok = False
             elif fn is not None:
-                ok = fn(j, row.ctypes.data, decoded_nbytes) == 0
+                ok = fn(j - first, row.ctypes.data, decoded_nbytes) == 0
             else:
-                ok = decode_rows is not None and decode_rows(j, row)
+                ok = decode_rows is not None and decode_rows(j - first, row)
             if not ok and (whole is None or whole(row.ctypes.data, decoded_nbytes,
                                                    base + offs[j], sizes[j]) != decoded_nbytes):
                 o = offs[j]
@@ -420,8 +477,13 @@ def _python_rows(plan: BloscPlan, base: int) -> Callable[[int, np.ndarray], bool
 
 def _decode_chained(steps: Sequence[BytesStep], buf: np.ndarray, row: np.ndarray,
                     key: str) -> None:
-    """Steps before the last with numcodecs, then zstd from their output straight into ``row``."""
-    mid = _run_steps(steps[:-1], buf, key)
+    """Steps before the last with numcodecs (bounded as in :func:`_decode_one`), then zstd from
+    their output straight into ``row``."""
+    bounds = _bounded.output_bounds(steps, row.nbytes)
+    cur: Any = buf
+    for k in range(len(steps) - 1):
+        cur = _decode_step(steps[k], cur, k, bounds[k], None, key)
+    mid = _as_bytes_view(cur)
     try:
         got = _zstd_native.decompress_into(row.ctypes.data, row.nbytes, mid.ctypes.data,
                                            mid.nbytes)
@@ -432,57 +494,75 @@ def _decode_chained(steps: Sequence[BytesStep], buf: np.ndarray, row: np.ndarray
                                f"expected {row.nbytes} decoded bytes, found {got}")
 
 
-def _run_steps(steps: Sequence[BytesStep], buf: np.ndarray, key: str) -> np.ndarray:
-    """Run ``steps`` with numcodecs; the result as contiguous uint8."""
-    cur: Any = buf
-    for step in steps:
-        try:
-            cur = step.codec.decode(cur)
-        except Exception as e:
-            raise ChunkDecodeError(key, step.name, f"{type(e).__name__}: {e}") from e
-    return _as_bytes_view(cur)
-
-
 def _decode_one(steps: Sequence[BytesStep], buf: np.ndarray, row: np.ndarray, key: str) -> None:
-    """Run ``steps`` over one chunk, the last one decoding into ``row``."""
+    """Run ``steps`` over one chunk, the last one decoding into ``row``.
+
+    No step decodes to more than the chain lets it (:func:`gds_zarr.decode._bounded.
+    output_bounds`): a size declared past that is refused before the codec allocates it, and a
+    gzip, zlib or zstd stream without one stops one byte past it.
+    """
     if not steps:
         if buf.nbytes != row.nbytes:
             raise ChunkDecodeError(key, "bytes", f"expected {row.nbytes} bytes, "
                                                  f"found {buf.nbytes}")
         row[...] = buf
         return
-    cur: Any = buf
     last = len(steps) - 1
+    bounds = [row.nbytes] if last == 0 else _bounded.output_bounds(steps, row.nbytes)
+    cur: Any = buf
     for k, step in enumerate(steps):
-        if step.kind == "blosc" and k > 0:  # the first step's frames were checked batch-wide
-            b = _as_bytes_view(cur)
-            check_blosc(numpy_reader(b), np.zeros(1, np.int64), np.full(1, b.nbytes, np.int64),
-                        row.nbytes if k == last else None, [key])
-        declared = _declared_size(step.kind, cur) if k == last else None
-        if declared is not None and declared != row.nbytes:
-            # Refused before decoding: the codec would first allocate whatever the header
-            # claims (a corrupt header can claim gigabytes), and the result could not fit.
-            raise ChunkDecodeError(key, step.name, f"the frame declares {declared} decoded "
-                                                   f"bytes, expected {row.nbytes}")
-        try:
-            if declared is not None:
-                # The frame declares exactly a row's worth: decode straight into the row.
-                # (With a larger ``out`` these codecs would leave the tail stale, so the
-                # declared size is checked first.)
-                result = step.codec.decode(cur, out=row)
-            else:
-                result = step.codec.decode(cur)
-        except ChunkDecodeError:
-            raise
-        except Exception as e:
-            raise ChunkDecodeError(key, step.name, f"{type(e).__name__}: {e}") from e
-        cur = result
+        cur = _decode_step(step, cur, k, bounds[k], row if k == last else None, key)
     got = _as_bytes_view(cur)
     if got.nbytes != row.nbytes:
         raise ChunkDecodeError(key, steps[-1].name,
                                f"expected {row.nbytes} decoded bytes, found {got.nbytes}")
     if not np.shares_memory(got, row):
         row[...] = got
+
+
+def _decode_step(step: BytesStep, cur: Any, k: int, at_most: int, row: np.ndarray | None,
+                 key: str) -> Any:
+    """Step ``k`` of a chain over one chunk's bytes ``cur``, decoding to at most ``at_most``
+    bytes; ``row``: the last step's destination (``at_most`` is its size), else None."""
+    if step.kind == "blosc" and k > 0:  # the first step's frames were checked batch-wide
+        b = _as_bytes_view(cur)
+        check_blosc(numpy_reader(b), np.zeros(1, np.int64), np.full(1, b.nbytes, np.int64),
+                    None if row is None else row.nbytes, [key], at_most=at_most)
+    declared = _declared_size(step.kind, cur) if row is not None or step.kind in _CLAIMS else None
+    # Refused before decoding: the codec would first allocate whatever the header claims (a
+    # corrupt header can claim gigabytes), and the result could not fit.
+    if row is not None and declared is not None and declared != row.nbytes:
+        raise ChunkDecodeError(key, step.name, f"the frame declares {declared} decoded "
+                                               f"bytes, expected {row.nbytes}")
+    if declared is not None and declared > at_most:
+        raise ChunkDecodeError(key, step.name, f"the frame declares {declared} decoded bytes, "
+                                               f"more than the {at_most} the chain's next "
+                                               f"steps can take")
+    # Without a declared size, or zstd before another step (numcodecs allocates the sum of
+    # its frames' sizes, or streams without bound if one lacks it): stop past the bound.
+    bounded = (_bounded.decoder_for(step)
+               if declared is None or (row is None and step.kind == "zstd") else None)
+    try:
+        if bounded is not None:
+            result = bounded(cur, at_most, row)
+            if result is None:
+                raise ChunkDecodeError(key, step.name, (
+                    f"expected {at_most} decoded bytes, found more" if row is not None else
+                    f"decodes to more than the {at_most} bytes the chain's next steps can take"))
+            return result
+        if row is not None and declared is not None:
+            # The frame declares exactly a row's worth: decode straight into the row. (With a
+            # larger ``out`` these codecs would leave the tail stale, so the size is checked.)
+            return step.codec.decode(cur, out=row)
+        return step.codec.decode(cur)
+    except ChunkDecodeError:
+        raise
+    except Exception as e:
+        raise ChunkDecodeError(key, step.name, f"{type(e).__name__}: {e}") from e
+
+
+# Kinds whose codec allocates the decoded size its header declares.
+_CLAIMS = frozenset({"zstd", "lz4", "blosc"})
 
 
 def _declared_size(kind: str, buf: Any) -> int | None:

@@ -1,7 +1,8 @@
 """GPU decoder: nvCOMP batched decode of one device buffer, with checks before and after.
 
-For a batch of chunks that share a codec chain (``crc32c`` and at most one of ``zstd``,
-``gzip``, ``zlib``, ``lz4``, in decode order), :class:`NvcompDecoder`:
+For a batch of chunks that share a codec chain (``crc32c`` or HDF5's ``fletcher32``, at most
+one of ``zstd``, ``gzip``, ``zlib``, ``lz4``, then optionally HDF5's byte ``shuffle``, in decode
+order), :class:`NvcompDecoder`:
 
 1. checks every chunk's header with :mod:`gds_zarr.decode.formats`, reading only the few bytes it
    needs from the device (one gather per check);
@@ -15,7 +16,9 @@ For a batch of chunks that share a codec chain (``crc32c`` and at most one of ``
    and Gzip get a decompression config built from the known decoded sizes, so nvCOMP does not
    walk every stream once to size it;
 4. checks every decoded size (``BatchArray.buffer_sizes``) and, where the format carries one,
-   the checksum of the decoded bytes (gzip: CRC-32; zlib: Adler-32) with the same kernels.
+   the checksum of the decoded bytes (gzip: CRC-32; zlib: Adler-32) with the same kernels;
+5. verifies Fletcher-32 trailers before the decode and undoes a byte shuffle after it, one
+   kernel launch each (:mod:`gds_zarr.decode._filters_gpu`).
 
 Chunks whose valid input nvCOMP should not be given (a zstd frame without a content size, a
 skippable frame, an over-long gzip header field) and chains it cannot decode at all (blosc, other
@@ -54,7 +57,8 @@ import numpy as np
 from gds_zarr._batch import BatchRead
 from gds_zarr._counters import Counters
 from gds_zarr._device import CudaTarget, on_cuda_target
-from gds_zarr.decode import formats
+from gds_zarr._hostpool import host_empty
+from gds_zarr.decode import _filters_gpu, formats
 from gds_zarr.decode._base import BytesStep
 from gds_zarr.errors import ChunkDecodeError, CUDAContextError, GDSZarrError, GPUDecodeError
 from gds_zarr.planning import staging
@@ -104,7 +108,9 @@ class GPUDecodeStats(Counters):
 
 gpu_decode_stats = GPUDecodeStats()
 
-_GPU_KINDS = frozenset({"zstd", "gzip", "zlib", "lz4", "crc32c"})
+_GPU_KINDS = frozenset({"zstd", "gzip", "zlib", "lz4", "crc32c", "fletcher32", "shuffle"})
+# Checksum trailers a step verifies and strips (4 bytes each).
+_TRAILERS = frozenset({"crc32c", "fletcher32"})
 _COMPRESSORS = {"zstd": "Zstd", "gzip": "Gzip", "zlib": "Deflate", "lz4": "LZ4"}
 _CHECKS = {"zstd": formats.check_zstd, "gzip": formats.check_gzip, "zlib": formats.check_zlib,
            "lz4": formats.check_lz4}
@@ -274,7 +280,14 @@ def device_decoder(kinds: Sequence[str]) -> str | None:
     compressors = [k for k in kinds if k in _COMPRESSORS]
     if not all(k in _GPU_KINDS for k in kinds) or len(compressors) > 1:
         return None
-    return f"nvCOMP {_COMPRESSORS[compressors[0]]}" if compressors else "CRC-32C kernel"
+    if "shuffle" in kinds[:-1]:  # HDF5's unshuffle comes last, after the decompression
+        return None
+    hdf5 = [w for k, w in (("fletcher32", "Fletcher-32 kernel"), ("shuffle", "unshuffle kernel"))
+            if k in kinds]
+    if compressors:
+        return " + ".join([f"nvCOMP {_COMPRESSORS[compressors[0]]}", *hdf5])
+    crc = ["CRC-32C kernel"] if "crc32c" in kinds or not hdf5 else []
+    return " + ".join(crc + hdf5)
 
 
 def _chain(e: BaseException) -> list[BaseException]:
@@ -560,8 +573,8 @@ class NvcompDecoder:
         self._logged = _LogOnce()
 
     def supports(self, steps: Sequence[BytesStep]) -> bool:
-        """True when every step runs on the GPU: crc32c steps and at most one compressor, or
-        one Blosc step (see :func:`device_decoder`)."""
+        """True when every step runs on the GPU: checksum steps (crc32c, fletcher32), at most
+        one compressor and a last shuffle, or one Blosc step (see :func:`device_decoder`)."""
         return device_decoder([s.kind for s in steps]) is not None
 
     def _codec(self, algorithm: str, device: int, stream: int) -> Any:
@@ -719,8 +732,9 @@ class NvcompDecoder:
         offsets = np.cumsum(sizes) - sizes
         packed = cupy.empty(int(sizes.sum()), cupy.uint8)
         _gather(data, starts, sizes, packed, offsets)
-        host = BatchRead(data=cupy.asnumpy(packed), offsets=offsets, sizes=sizes,
-                         present=np.ones(len(sizes), bool), device="cpu")
+        # Pooled host copy (gds_zarr/_hostpool.py): not left in this worker thread's arena.
+        host = BatchRead(data=packed.get(out=host_empty(packed.nbytes)), offsets=offsets,
+                         sizes=sizes, present=np.ones(len(sizes), bool), device="cpu")
         rows = self._cpu.decode_batch(steps, host, np.arange(len(sizes)), decoded_nbytes,
                                       list(keys))
         return cupy.asarray(rows)
@@ -734,8 +748,9 @@ class NvcompDecoder:
 
         n = len(starts)
         cpu_rows = np.zeros(n, bool)
-        # The size each step must produce: crc32c steps later in the chain strip 4 bytes each.
-        sizes_after = [decoded_nbytes + 4 * sum(s.kind == "crc32c" for s in steps[k + 1:])
+        # The size each step must produce: checksum steps later in the chain strip 4 bytes
+        # each (crc32c, fletcher32).
+        sizes_after = [decoded_nbytes + 4 * sum(s.kind in _TRAILERS for s in steps[k + 1:])
                        for k in range(len(steps))]
         for k, step in enumerate(steps):
             reader = _device_reader(data)
@@ -752,9 +767,21 @@ class NvcompDecoder:
                 stops = stops.copy()
                 stops[rows] = p.stops
                 continue
+            if step.kind == "fletcher32":  # HDF5's checksum (decode/_filters_gpu.py)
+                stops, short = _filters_gpu.check_fletcher32(data, reader, starts, stops,
+                                                             np.flatnonzero(live), keys,
+                                                             step.name)
+                cpu_rows |= short
+                continue
+            if step.kind == "shuffle":  # the last step: HDF5's unshuffle, into the rows
+                data, starts, stops, to_cpu = self._unshuffle(step, data, starts, stops, live,
+                                                              decoded_nbytes, keys, into)
+                cpu_rows |= to_cpu
+                continue
             p = _CHECKS[step.kind](reader, starts, stops, sizes_after[k], keys)
             cpu_rows |= p.cpu_only
-            last = sizes_after[k] == decoded_nbytes  # no crc32c step after it
+            # Straight into the caller's rows when nothing changes the bytes after it.
+            last = sizes_after[k] == decoded_nbytes and steps[-1].kind != "shuffle"
             data, starts, stops, refused = self._nvcomp(step, data, p, ~cpu_rows,
                                                         sizes_after[k], keys, read_id,
                                                         into if last else None)
@@ -777,6 +804,34 @@ class NvcompDecoder:
         live = np.flatnonzero(~cpu_rows)
         _gather(data, starts[live], got[live], out, live * decoded_nbytes)
         return out, cpu_rows
+
+    def _unshuffle(self, step: BytesStep, data: Any, starts: np.ndarray, stops: np.ndarray,
+                   live: np.ndarray, decoded_nbytes: int, keys: Sequence[str], into: Any
+                   ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """Undo numcodecs' byte shuffle of the ``live`` rows in one kernel launch, into
+        ``into`` when given; returns the rows' buffer, starts and stops, and the rows left to
+        the CPU (an element size that does not divide the chunk: numcodecs' error)."""
+        import cupy
+
+        n = len(starts)
+        none = np.zeros(n, bool)
+        elementsize = int(getattr(step.codec, "elementsize", 0))
+        rows = np.flatnonzero(live)
+        if elementsize <= 0 or decoded_nbytes % elementsize:
+            return data, starts, stops, live.copy()
+        got = stops[rows] - starts[rows]
+        if (got != decoded_nbytes).any():
+            j = int(rows[np.flatnonzero(got != decoded_nbytes)[0]])
+            raise ChunkDecodeError(keys[j], step.name, f"expected {decoded_nbytes} bytes, "
+                                                       f"found {int(stops[j] - starts[j])}")
+        if elementsize == 1 or len(rows) == 0:
+            return data, starts, stops, none
+        out = into.reshape(-1) if into is not None else cupy.empty(n * decoded_nbytes,
+                                                                    cupy.uint8)
+        place = np.arange(n, dtype=np.int64) * decoded_nbytes
+        _filters_gpu.unshuffle(data, starts[rows], out, place[rows], decoded_nbytes,
+                               elementsize)
+        return out, place, place + decoded_nbytes, none
 
     def _nvcomp(self, step: BytesStep, data: Any, p: formats.Payload, live: np.ndarray,
                 expected: int, keys: Sequence[str], read_id: Any, into: Any = None

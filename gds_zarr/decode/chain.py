@@ -8,7 +8,8 @@ A *supported* chain is one whose decode gds_zarr reproduces bit for bit:
   supported and not sharded, with an index encoded by ``bytes`` (little endian) and optionally
   ``crc32c``;
 * bytes -> bytes: ``zstd``, ``gzip``, ``blosc``, ``crc32c`` and numcodecs bytes codecs through
-  ``zarr.codecs.numcodecs``;
+  ``zarr.codecs.numcodecs`` (HDF5's filters as VirtualiZarr writes them among them:
+  ``numcodecs.shuffle``, ``numcodecs.zlib``, ``numcodecs.fletcher32``);
 * data types: fixed-size booleans, integers, floats and complex numbers (either byte order).
 
 Anything else returns :class:`Unsupported` and the pipeline hands the read to zarr.
@@ -32,7 +33,7 @@ __all__ = ["ArrayStep", "ChainPlan", "ShardLayout", "Unsupported", "plan_chain"]
 # numcodecs ids whose decode gds_zarr's GPU backend can also do; others decode on the CPU only.
 _KIND_BY_ID: dict[str, StepKind] = {
     "zstd": "zstd", "gzip": "gzip", "zlib": "zlib", "lz4": "lz4", "blosc": "blosc",
-    "crc32c": "crc32c",
+    "crc32c": "crc32c", "fletcher32": "fletcher32", "shuffle": "shuffle",
 }
 # v2 filters whose decode returns the array's own dtype and item count: their output bytes are
 # the chunk bytes. Other filters (object codecs, packbits, categorize, ...) go to zarr.
@@ -177,7 +178,8 @@ def _plan_flat(codecs: Sequence[Any], shape: tuple[int, ...], zdtype: Any,
         for f in reversed(ab.filters or ()):
             if _codec_id(f) not in _V2_FILTERS:
                 return Unsupported(f"zarr v2 filter {_codec_id(f)!r} is not supported")
-            steps.append(BytesStep("numcodecs", f, f"numcodecs.{_codec_id(f)}"))
+            kind: StepKind = "shuffle" if _codec_id(f) == "shuffle" else "numcodecs"
+            steps.append(BytesStep(kind, f, f"numcodecs.{_codec_id(f)}"))
         stored = dtype
         mem_order = "F" if order == "F" else "C"
     else:

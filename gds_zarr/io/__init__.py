@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from gds_zarr._hostpool import host_empty
 from gds_zarr.io._base import BatchRead, IOBackend, IOStats
 
 __all__ = ["BatchRead", "IOBackend", "IOStats", "batch_from_buffers", "get_io_backend"]
@@ -63,7 +64,9 @@ def batch_from_buffers(buffers: Sequence[Any]) -> BatchRead:
         data = (cp.concatenate([cp.asarray(a).view(cp.uint8).reshape(-1) for a in parts])
                 if parts else cp.empty(0, dtype=cp.uint8))
     else:
-        data = (np.concatenate([np.asarray(a).view(np.uint8).reshape(-1) for a in parts])
-                if parts else np.empty(0, dtype=np.uint8))
+        # Pooled (gds_zarr/_hostpool.py): a batch-sized buffer, reused by the next batch.
+        data = host_empty(int(sizes.sum()))
+        if parts:
+            np.concatenate([np.asarray(a).view(np.uint8).reshape(-1) for a in parts], out=data)
     return BatchRead(data=data, offsets=offsets, sizes=sizes, present=present,
                      device="gpu" if on_gpu else "cpu", nbytes_staged=int(sizes.sum()))

@@ -38,6 +38,7 @@ import numpy as np
 
 from gds_zarr import settings
 from gds_zarr._device import CudaTarget, on_cuda_target, wait_before_external_write
+from gds_zarr._hostpool import pinned_empty
 from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
 from gds_zarr.io._cpu import (
@@ -325,12 +326,14 @@ class KvikioIOBackend:
     def _read_on_host(layout: ReadLayout, real: list[str], sizes: np.ndarray,
                       data: Any) -> int:
         """The host reads of ``layout`` into pinned memory, copied to ``data[:host_size]`` on
-        the current stream; bytes read. The copy is waited for: CuPy's pinned pool would hand
-        the buffer out again at once."""
+        the current stream; bytes read. The copy is waited for: the pinned pool hands the
+        buffer out again at once."""
         import cupy as cp
-        import cupyx
 
-        pinned = cupyx.empty_pinned((layout.host_size,), np.uint8)
+        # gds_zarr's pinned pool, not CuPy's: CuPy's keeps a block per power-of-two size for
+        # good (up to twice the batch, page-locked); this one reuses blocks of nearby sizes and
+        # unmaps idle ones (gds_zarr/_hostpool.py).
+        pinned = pinned_empty(layout.host_size)
         got = read_scattered(real, layout.host, pinned, file_sizes=sizes.tolist())
         stream = cp.cuda.get_current_stream()
         cp.cuda.runtime.memcpyAsync(data.data.ptr, pinned.ctypes.data, layout.host_size,

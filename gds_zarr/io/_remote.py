@@ -35,15 +35,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from gds_zarr import settings
+from gds_zarr._hostpool import host_empty
 from gds_zarr.errors import ChunkReadError
 from gds_zarr.io._base import BatchRead, IOStats
 from gds_zarr.io._cpu import group_requests
@@ -116,16 +119,41 @@ def _range_refused(e: BaseException) -> bool:
 
 
 def describe_error(e: BaseException, redact: Callable[[str], str]) -> str:
-    """A one-paragraph, secret-free reason from an obstore (or other) exception."""
+    """A one-paragraph, secret-free reason from an obstore (or other) exception.
+
+    A connection that failed starts with its cause and the endpoint (``connection refused by
+    host:port``, ``name not resolved``, ``timed out``), which obstore keeps only in the debug
+    text after its first lines.
+    """
     import obstore.exceptions as oe
 
-    first = str(e).strip().split("\n\nDebug source:")[0]
+    first, _, debug = str(e).strip().partition("\n\nDebug source:")
     # Server bodies (S3's XML) repeat the status with request ids: the first lines suffice.
     first = " ".join(first.splitlines()[:2])[:400]
     denied = isinstance(e, (oe.PermissionDeniedError, oe.UnauthenticatedError)) \
         or _status(e) in (401, 403)
     what = "access denied" if denied else type(e).__name__
-    return redact(f"{what}: {first}")
+    cause = _connection_cause(first, debug)
+    return redact(f"{cause}: {what}: {first}" if cause else f"{what}: {first}")
+
+
+def _connection_cause(first: str, debug: str) -> str | None:
+    """Why a request never got an answer, from obstore's debug text (reqwest's and hyper's
+    error chain), naming the endpoint where the text does; None when it does not say."""
+    url = re.search(r"\b(?:GET|HEAD|PUT|POST|DELETE) (\S+)", first)
+    host = urlsplit(url.group(1)).netloc.rpartition("@")[2] if url else None  # no user:pw
+    if "ConnectionRefused" in debug:
+        return f"connection refused by {host or 'the server'}"
+    if '"dns error"' in debug:
+        detail = re.search(r'error: "([^"]+)"', debug)
+        return (f"name not resolved: {host or 'the server'}"
+                + (f" ({detail.group(1)})" if detail else ""))
+    if re.search(r"\bkind: Timeout\b|\bTimedOut\b", debug):
+        return f"timed out: no answer from {host or 'the server'} within remote_timeout"
+    os_error = re.search(r'Os \{[^}]*message: "([^"]+)"', debug)
+    if os_error:
+        return os_error.group(1).lower() + (f" ({host})" if host else "")
+    return None
 
 
 def _read_of(plan: Any, file_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -215,7 +243,7 @@ def _placed(bodies: Sequence[Any], body_dest: np.ndarray, offsets: np.ndarray,
     ``offsets`` (their places in the bodies back to back, as concatenated) to the slots."""
     live = np.flatnonzero(sizes > 0)
     order, first, dest, nbytes = place_requests(offsets[live], sizes[live], place)
-    data = np.empty(nbytes, dtype=np.uint8)
+    data = host_empty(nbytes)  # pooled: not left in this worker thread's malloc arena
     out = memoryview(data)
     uniq = live[order][first]
     body = np.searchsorted(body_dest, offsets[uniq], side="right") - 1

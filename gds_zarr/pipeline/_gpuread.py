@@ -134,7 +134,9 @@ def batch_costs(steps: Any, encoded: np.ndarray, decoded_nbytes: int,
     from gds_zarr.planning.staging import unit_staging_bytes
 
     compressors = sum(s.kind in ("zstd", "gzip", "zlib", "lz4", "blosc") for s in steps)
-    return unit_staging_bytes(encoded, decoded_nbytes, steps=min(1, compressors))
+    # HDF5's unshuffle writes the rows from the decoded slots: one more row per chunk.
+    unshuffled = decoded_nbytes if any(s.kind == "shuffle" for s in steps) else 0
+    return unit_staging_bytes(encoded, decoded_nbytes, steps=min(1, compressors)) + unshuffled
 
 
 def read_payload(steps: Any, src_device: str) -> Any:

@@ -1,4 +1,5 @@
-"""One batched store read: ``GDSStore.read_batch`` when the store is one, else
+"""One batched store read: ``GDSStore.read_batch`` when the store is one, the manifest's
+ranges through gds_zarr's backends for a VirtualiZarr ``ManifestStore``, else
 ``get_partial_values`` packed into a :class:`~gds_zarr.io._base.BatchRead`."""
 
 from __future__ import annotations
@@ -6,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Coroutine, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -15,6 +16,8 @@ from gds_zarr._batch import BatchRead
 from gds_zarr.planning.staging import Payload, reading_for
 
 __all__ = ["byte_request", "is_gds_store", "pack_buffers", "read_ranges", "timed"]
+
+T = TypeVar("T")
 
 
 _GDS_STORE: type | None = None
@@ -104,18 +107,41 @@ def _small(starts: np.ndarray, stops: np.ndarray) -> bool:
     return total <= _INLINE_BYTES
 
 
-def _read_batch(store: Any, keys: list[str], starts: np.ndarray, stops: np.ndarray,
-                device: Literal["cpu", "gpu"], size_hint: int | None,
-                payload: Payload | None) -> BatchRead:
+def _on_device(read: Callable[[], T], device: Literal["cpu", "gpu"],
+               payload: Payload | None) -> T:
+    """``read()``, on the GPU inside the read's device, stream and payload layout."""
     if device != "gpu":
-        return store.read_batch(keys, starts, stops, device=device,  # type: ignore[no-any-return]
-                                size_hint=size_hint)
+        return read()
     from gds_zarr.pipeline._gpuread import on_target
 
     # kvikio lands the bytes on the read's device, ordered on its stream, laid out for nvCOMP.
     with on_target(), reading_for(payload):
-        return store.read_batch(keys, starts, stops, device=device,  # type: ignore[no-any-return]
-                                size_hint=size_hint)
+        return read()
+
+
+def _read_batch(store: Any, keys: list[str], starts: np.ndarray, stops: np.ndarray,
+                device: Literal["cpu", "gpu"], size_hint: int | None,
+                payload: Payload | None) -> BatchRead:
+    read: Callable[[], BatchRead] = functools.partial(store.read_batch, keys, starts, stops,
+                                                      device=device, size_hint=size_hint)
+    return _on_device(read, device, payload)
+
+
+@functools.cache
+def _manifest_readers() -> Callable[[Any], Any] | None:
+    # Found once, as GDSStore above: the store package may be absent in a trimmed install.
+    try:
+        from gds_zarr.store._manifest import manifest_reader
+    except ImportError:
+        return None
+    return manifest_reader
+
+
+def _manifest_reader(store: Any) -> Any:
+    """The batched reader of a VirtualiZarr ``ManifestStore`` (gds_zarr/store/_manifest.py),
+    None for any other store."""
+    readers = _manifest_readers()
+    return None if readers is None else readers(store)
 
 
 async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops: np.ndarray,
@@ -126,11 +152,12 @@ async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops
     Parameters
     ----------
     store
-        A zarr store; a ``GDSStore`` reads in a worker thread straight into ``device`` memory.
+        A zarr store; a ``GDSStore`` reads in a worker thread straight into ``device`` memory,
+        and so does a VirtualiZarr ``ManifestStore`` (its chunks' file ranges, one batch).
     keys, starts, stops
         One entry per request (see io/_base.py for the start/stop encoding).
     device
-        Where the GDSStore should land the bytes; other stores always give host bytes.
+        Where a GDSStore or ManifestStore should land the bytes; other stores give host bytes.
     size_hint
         Expected size of a whole value (see ``GDSStore.read_batch``).
     payload
@@ -146,6 +173,14 @@ async def read_ranges(store: Any, keys: Sequence[str], starts: np.ndarray, stops
             # inline. A remote store waits for the network: never in the event loop's thread.
             return read()
         return await asyncio.to_thread(read)
+    manifest = _manifest_reader(store)
+    if manifest is not None:
+        # Chunks of netCDF4/HDF5 files seen as Zarr: their manifest's ranges in one batched
+        # backend read, as a GDSStore's keys (None: keys it does not resolve, read below).
+        batch = await asyncio.to_thread(_on_device, functools.partial(
+            manifest.read_batch, list(keys), starts, stops, device=device), device, payload)
+        if batch is not None:
+            return batch  # type: ignore[no-any-return]
     from zarr.core.buffer.cpu import buffer_prototype
 
     requests = [(k, byte_request(int(a), int(b)))

@@ -15,6 +15,12 @@ and ``blosc_d`` do, and returns flat arrays a CPU loop or one nvCOMP call per co
 Nothing here reads past a chunk: every position is checked against the header's ``cbytes``,
 itself checked against the chunk's length first.
 
+:func:`plan_parts` bounds what a plan holds by ``memory_budget``, not by the headers: c-blosc's
+encoder never writes blocks under 128 bytes, but its decoder accepts any block size, and a
+plan holds a few hundred bytes per block (1-byte blocks: 250 bytes per byte of data). A batch
+is planned in consecutive parts of at most ``memory_budget // PLAN_SHARE`` bytes, and a chunk
+whose plan alone would exceed that is left to c-blosc, which decodes it block by block in place.
+
 :func:`unshuffle_blocks` is the numpy twin of the unshuffle (byte shuffle and bit shuffle,
 including the bytes c-blosc leaves unshuffled at the end of a block), used by the CPU decoder and
 as the reference of the GPU kernel.
@@ -24,21 +30,28 @@ Device-free: numpy only (planning imports neither ``gds_zarr.io`` nor ``gds_zarr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 
+from gds_zarr import settings
 from gds_zarr.errors import ChunkDecodeError
+from gds_zarr.planning.chunks import split_by_budget
 
 __all__ = [
     "BLOSC_HEADER",
     "CODEC_NAMES",
+    "PLAN_BLOCK_BYTES",
+    "PLAN_SHARE",
+    "PLAN_STREAM_BYTES",
     "SHUFFLE_BIT",
     "SHUFFLE_BYTE",
     "SHUFFLE_NONE",
     "BloscPlan",
     "plan_blosc",
+    "plan_limit",
+    "plan_parts",
     "unshuffle_blocks",
     "unshuffle_span",
 ]
@@ -51,6 +64,16 @@ _MAX_SPLITS = 16             # c-blosc's MAX_SPLITS
 _MIN_BUFFERSIZE = 128        # c-blosc's MIN_BUFFERSIZE (a split stream holds at least this)
 _INT_MAX = 2**31 - 1
 BLOSC_MAX_BLOCKSIZE = (_INT_MAX - 255 * 4) // 3
+#: Host bytes a plan holds at its peak per block and per stream, its decoder's tables
+#: included. Measured with tracemalloc (numpy 2, Python 3.12): one stream per block, 242 bytes
+#: (CPU, both twins) and 331 (GPU, emulated device); 16 streams per block, 1132 (CPU, C row
+#: decoder), 2384 (CPU, plan in Python) and 1657 (GPU). The device holds fewer (its per-block
+#: and per-stream tables: ~50 bytes). A valid frame may hold a block per byte of data, so
+#: these, not the encoded bytes, bound what a plan allocates.
+PLAN_BLOCK_BYTES = 256
+PLAN_STREAM_BYTES = 160
+#: The plan of one batch holds at most ``memory_budget // PLAN_SHARE`` bytes (:func:`plan_limit`).
+PLAN_SHARE = 4
 
 #: Compressor codes of the flags byte (``flags >> 5``) and their names.
 CODEC_NAMES = {0: "blosclz", 1: "lz4", 2: "snappy", 3: "zlib", 4: "zstd"}
@@ -149,7 +172,7 @@ def _fail(bad: np.ndarray, keys: Sequence[str], reason: Callable[[int], str]) ->
 
 
 def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expected: int,
-               keys: Sequence[str]) -> BloscPlan:
+               keys: Sequence[str], *, limit: int | None = None) -> BloscPlan:
     """Parse and check the Blosc 1 frames of a batch; return their blocks and streams.
 
     The checks are c-blosc's own (a frame this refuses, c-blosc refuses too): the chunk holds
@@ -162,7 +185,10 @@ def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
 
     Rows are left to c-blosc (``fallback``) where the plan could not reproduce c-blosc
     exactly: a split block whose size is not a multiple of its split count (c-blosc would
-    leave bytes of the block unwritten).
+    leave bytes of the block unwritten); and, given ``limit``, where the row's own plan would
+    hold more than ``limit`` bytes (at :data:`PLAN_BLOCK_BYTES` per block and
+    :data:`PLAN_STREAM_BYTES` per stream): such a row's header is checked, its blocks are not
+    read.
 
     Parameters
     ----------
@@ -174,6 +200,8 @@ def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
         Decoded size of every chunk in bytes (> 0).
     keys
         Store key of each chunk, for error messages.
+    limit
+        Bytes one row's plan may hold; None: no limit.
 
     Returns
     -------
@@ -184,6 +212,104 @@ def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
     ChunkDecodeError
         Naming the first chunk (of the first failed check) that is not a valid frame.
     """
+    head = _headers(reader, starts, stops, expected, keys)
+    skip = np.zeros(len(head.starts), bool) if limit is None else _plan_nbytes(head) > limit
+    return _plan(reader, head, keys, skip)
+
+
+def plan_parts(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expected: int,
+               keys: Sequence[str], limit: int | None) -> Iterator[tuple[int, int, BloscPlan]]:
+    """:func:`plan_blosc` over consecutive parts of a batch, each plan within ``limit`` bytes.
+
+    Every header of the batch is read and checked at the first ``next()``, before any part is
+    planned; a row whose own plan would exceed ``limit`` is a ``fallback`` row of its part (its
+    header checked, its blocks not read), and the other rows are split into consecutive parts
+    whose plans hold at most ``limit`` bytes (at :data:`PLAN_BLOCK_BYTES` per block and
+    :data:`PLAN_STREAM_BYTES` per stream, bounds taken from the headers). A part's block and
+    stream checks run when it is planned, so a bad stream in a later part raises after earlier
+    parts were handed out. Drop each plan before asking for the next: two would then be alive
+    at once.
+
+    Parameters
+    ----------
+    reader, starts, stops, expected, keys
+        As :func:`plan_blosc`.
+    limit
+        Bytes the plan of one part may hold; None: the whole batch in one part.
+
+    Yields
+    ------
+    lo, hi : int
+        The part's rows ``lo:hi`` of the batch.
+    plan : BloscPlan
+        Their plan (its row ``j`` is the batch's row ``lo + j``).
+
+    Raises
+    ------
+    ChunkDecodeError
+        As :func:`plan_blosc`: every header check before the first part, block and stream
+        checks part by part.
+    """
+    head = _headers(reader, starts, stops, expected, keys)
+    n = len(head.starts)
+    if limit is None:
+        yield 0, n, _plan(reader, head, keys, np.zeros(n, bool))
+        return
+    cost = _plan_nbytes(head)
+    skip = cost > limit
+    cost[skip] = PLAN_BLOCK_BYTES  # a fallback row holds only its per-row state
+    for part in split_by_budget(cost, limit):
+        lo, hi = int(part[0]), int(part[-1]) + 1
+        sub = head if (lo, hi) == (0, n) else head.rows(lo, hi)
+        yield lo, hi, _plan(reader, sub, keys[lo:hi], skip[lo:hi])
+
+
+def plan_limit() -> int | None:
+    """Bytes the Blosc plan of one batch may hold: ``memory_budget`` // :data:`PLAN_SHARE`
+    (None when the budget is not positive: unlimited)."""
+    budget = int(settings.get("memory_budget"))
+    return budget // PLAN_SHARE if budget > 0 else None
+
+
+def _plan_nbytes(head: _Headers) -> np.ndarray:
+    """Upper bound of the host bytes the plan of each row holds at its peak (int64 per row).
+
+    From the header alone: the row's blocks (one for a memcpyed frame) times
+    :data:`PLAN_BLOCK_BYTES`, plus at most ``typesize`` streams per block where blocks split
+    (else one) times :data:`PLAN_STREAM_BYTES`.
+    """
+    comp = ~head.memcpyed
+    nblk = np.where(comp, head.nblocks, 1)
+    ts = head.typesize
+    splits = (comp & ((head.flags & _DONT_SPLIT) == 0) & (ts <= _MAX_SPLITS)
+              & (np.maximum(head.blocksize, 1) // ts >= _MIN_BUFFERSIZE))
+    nstreams = nblk * np.where(splits, ts, 1)
+    cost: np.ndarray = nblk * PLAN_BLOCK_BYTES + nstreams * PLAN_STREAM_BYTES
+    return cost
+
+
+@dataclass(frozen=True, slots=True)
+class _Headers:
+    """The checked header fields of a batch's frames, per row (what :func:`_headers` read)."""
+
+    starts: np.ndarray
+    flags: np.ndarray
+    typesize: np.ndarray
+    nbytes: np.ndarray
+    blocksize: np.ndarray
+    cbytes: np.ndarray
+    memcpyed: np.ndarray
+    codec: np.ndarray
+    nblocks: np.ndarray
+
+    def rows(self, lo: int, hi: int) -> _Headers:
+        """Rows ``lo:hi``."""
+        return _Headers(*(getattr(self, f.name)[lo:hi] for f in fields(self)))
+
+
+def _headers(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expected: int,
+             keys: Sequence[str]) -> _Headers:
+    """Read every 16-byte header of the batch and run the checks that need only the header."""
     starts = np.asarray(starts, np.int64).reshape(-1)
     stops = np.asarray(stops, np.int64).reshape(-1)
     n = len(starts)
@@ -219,14 +345,25 @@ def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
     _fail(~memcpyed & (versionlz != _VERSIONLZ), keys,
           lambda j: f"{CODEC_NAMES[int(codec[j])]} format version {int(versionlz[j])}, "
                     f"expected {_VERSIONLZ}")
-    safe_bs = np.maximum(blocksize, 1)
-    nblocks = -(-nbytes // safe_bs)
+    nblocks = -(-nbytes // np.maximum(blocksize, 1))
     _fail(~memcpyed & (nblocks > (cbytes - BLOSC_HEADER) // 4), keys,
           lambda j: f"{int(nblocks[j])} block starts do not fit in {int(cbytes[j])} bytes")
+    return _Headers(starts, flags, typesize, nbytes, blocksize, cbytes, memcpyed, codec, nblocks)
 
-    # Blocks of compressed rows. A memcpyed row is one raw stream and one unshuffled block.
+
+def _plan(reader: ByteReader, head: _Headers, keys: Sequence[str],
+          skip: np.ndarray) -> BloscPlan:
+    """Every block and stream of the rows of ``head`` but those ``skip`` marks (fallback rows
+    whose blocks are not read), with the block and stream checks."""
+    starts, flags, typesize, nbytes = head.starts, head.flags, head.typesize, head.nbytes
+    blocksize, cbytes, memcpyed, codec = head.blocksize, head.cbytes, head.memcpyed, head.codec
+    n = len(starts)
+    safe_bs = np.maximum(blocksize, 1)
+
+    # Blocks of compressed rows. A memcpyed row is one raw stream and one unshuffled block;
+    # a skipped row has none.
     comp = ~memcpyed
-    nblk = np.where(comp, nblocks, 1)
+    nblk = np.where(skip, 0, np.where(comp, head.nblocks, 1))
     block_row = np.repeat(np.arange(n, dtype=np.int64), nblk)
     first = np.cumsum(nblk) - nblk
     k = np.arange(len(block_row), dtype=np.int64) - first[block_row]
@@ -243,8 +380,8 @@ def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
              & (bsize // ts >= _MIN_BUFFERSIZE) & ~short)
     nsplits = np.where(split, ts, 1)
     dsize = bsize // nsplits
-    fallback = np.zeros(n, bool)
-    fallback[block_row[split & (bsize % nsplits != 0)]] = True
+    odd = np.zeros(n, bool)
+    odd[block_row[split & (bsize % nsplits != 0)]] = True
 
     doshuffle = bcomp & ((bflags & _DOSHUFFLE) != 0) & (ts > 1)
     dobit = bcomp & ~doshuffle & ((bflags & _DOBITSHUFFLE) != 0) & (bsize >= ts)
@@ -302,12 +439,12 @@ def plan_blosc(reader: ByteReader, starts: np.ndarray, stops: np.ndarray, expect
     streams = (stream_src, stream_size, stream_dst, stream_dsize, stream_raw, stream_codec,
                stream_row)
     blocks = (block_row, block_dst, bsize, shuffle.astype(np.int8), ts)
-    if fallback.any():  # fallback rows own no streams and no blocks
-        keep_s, keep_b = ~fallback[stream_row], ~fallback[block_row]
+    if odd.any():  # fallback rows own no streams and no blocks (skipped rows never had any)
+        keep_s, keep_b = ~odd[stream_row], ~odd[block_row]
         streams = tuple(a[keep_s] for a in streams)
         blocks = tuple(a[keep_b] for a in blocks)
     return BloscPlan(
-        codec=row_codec, typesize=typesize, memcpyed=memcpyed, fallback=fallback,
+        codec=row_codec, typesize=typesize, memcpyed=memcpyed, fallback=skip | odd,
         stream_bounds=_bounds(streams[-1], n), block_bounds=_bounds(blocks[0], n),
         stream_src=streams[0], stream_size=streams[1], stream_dst=streams[2],
         stream_dsize=streams[3], stream_raw=streams[4], stream_codec=streams[5],

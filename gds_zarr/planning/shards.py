@@ -25,6 +25,8 @@ __all__ = ["EMPTY", "InnerSlices", "ShardLayout", "index_request", "inner_ranges
 EMPTY = np.uint64(2**64 - 1)
 #: Boxes of at most this many inner chunks are planned in plain Python (see inner_slices).
 _SMALL_BOX = 64
+#: Index bytes of a batch gathered with one fancy-indexing copy (its positions: 8x as many).
+_GATHER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +94,13 @@ def parse_indexes(batch: BatchRead, keys: Sequence[str],
     raw = np.zeros((n, entry_bytes), dtype=np.uint8)
     rows = np.flatnonzero(present)
     if len(rows):
-        # Gather every index with one fancy-indexing copy: row offsets + a column ramp.
         offs = np.asarray(batch.offsets, dtype=np.int64)[rows]
-        raw[rows] = data[offs[:, None] + np.arange(entry_bytes, dtype=np.int64)]
+        if len(rows) * entry_bytes <= _GATHER_BYTES:
+            # Every index with one fancy-indexing copy: row offsets + a column ramp.
+            raw[rows] = data[offs[:, None] + np.arange(entry_bytes, dtype=np.int64)]
+        else:  # a slice copy each: the gather's int64 positions would be 8x the indexes
+            for r, o in zip(rows.tolist(), offs.tolist(), strict=True):
+                raw[r] = data[o: o + entry_bytes]
         if layout.index_crc32c:
             _verify_crc(data, offs, entry_bytes, [keys[i] for i in rows])
     table = raw.view("<u8").reshape(n, n_inner, 2).astype(np.uint64, copy=False)

@@ -85,11 +85,17 @@ PAYLOADS = {"zstd": Payload(0, 8), "gzip": Payload(0, 8), "zlib": Payload(2, 4),
             "lz4": Payload(4, 4)}
 
 
+#: Steps around the compressor that leave where its input starts: checksum trailers before it,
+#: the unshuffle of its output after it.
+_BESIDE_PAYLOAD = frozenset({"crc32c", "fletcher32", "shuffle"})
+
+
 def chain_payload(kinds: Sequence[str]) -> Payload | None:
     """The nvCOMP input of a chain (step kinds in decode order): its one compressor's, where
-    the other steps are ``crc32c`` (a trailer: the start does not move); else None."""
+    the other steps are ``crc32c`` or ``fletcher32`` (trailers: the start does not move) or
+    ``shuffle`` (after the decode); else None."""
     found = [PAYLOADS[k] for k in kinds if k in PAYLOADS]
-    if len(found) != 1 or any(k not in PAYLOADS and k != "crc32c" for k in kinds):
+    if len(found) != 1 or any(k not in PAYLOADS and k not in _BESIDE_PAYLOAD for k in kinds):
         return None
     return found[0]
 

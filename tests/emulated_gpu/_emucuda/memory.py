@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import devices as _devices
 from .errors import Fault, OutOfMemoryError, runtime_error
 
 __all__ = ["GRANULE", "Allocation", "allocate", "check", "describe", "find", "view"]
@@ -123,6 +124,8 @@ def allocate(nbytes: int, device: int) -> Allocation:
     if nbytes < 0:
         raise ValueError(f"negative allocation size {nbytes}")
     site = _site()
+    if device >= 0:
+        _devices.note_context(device)  # cudaMalloc initializes the device's primary context
     if nbytes == 0:
         return Allocation(0, 0, 0, device, site)
     capacity = -(-nbytes // GRANULE) * GRANULE

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import devices as _devices
 from .errors import Fault, runtime_error
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
 
 LEGACY = 0
 PER_THREAD = 2
-_DEVICES = int(os.environ.get("EMULATED_GPU_DEVICES", "2"))
 _rng = random.Random(int(os.environ.get("EMULATED_GPU_SEED", "0")))
 _handles = itertools.count(0x7E57_0000_1000, 0x1000)
 
@@ -47,7 +47,8 @@ _dead: dict[int, str] = {}
 
 
 def device_count() -> int:
-    return _DEVICES
+    """The CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` applied: devices.py)."""
+    return _devices.count()
 
 
 @dataclass(eq=False)
@@ -85,6 +86,7 @@ def _state(handle: int, device: int) -> _Stream:
 def new_stream(device: int, *, non_blocking: bool) -> int:
     """A new stream on ``device``; its handle (an int, as ``cudaStream_t``)."""
     check_alive(device)
+    _devices.note_context(device)
     with _lock:
         h = next(_handles)
         _streams[(device, h, 0)] = _Stream(h, device, blocking=not non_blocking)
@@ -128,8 +130,9 @@ def current_device() -> int:
 def set_current_device(device: int) -> None:
     from .memory import check_device
 
-    check_device(device, _DEVICES)
+    check_device(device, _devices.count())
     _local.device = int(device)
+    _devices.note_context(int(device))  # cudaSetDevice initializes the primary context
 
 
 def current_stream(device: int | None = None) -> int:
@@ -189,6 +192,7 @@ def enqueue(handle: int, device: int, fn: Callable[[], None], what: str,
     work valid; here, the buffers of a queued operation stay mapped).
     """
     check_alive(device)
+    _devices.note_context(device)
     with _lock:
         s = _state(handle, device)
         w = Work(fn, what, s, keep=tuple(keep))

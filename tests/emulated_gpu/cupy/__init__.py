@@ -327,6 +327,8 @@ _PARAMS = {
     **dict.fromkeys(("hstack", "vstack"), "tup, *, dtype=None, casting='same_kind'"),
     "diff": "a, n=1, axis=-1, prepend=None, append=None",
     "dot": "a, b, out=None",
+    "tensordot": "a, b, axes=2",
+    "einsum": "subscripts, *operands, dtype=None, optimize=False",
     "isclose": "a, b, rtol=1e-05, atol=1e-08, equal_nan=False",
     "isin": "element, test_elements, assume_unique=False, invert=False",
     "nan_to_num": "x, copy=True, nan=0.0, posinf=None, neginf=None",
@@ -397,7 +399,8 @@ for _n in (
     # reductions and the like
     "sum", "prod", "amax", "amin", "max", "min", "mean", "std", "var", "any", "all",
     "count_nonzero", "argmax", "argmin", "cumsum", "cumprod", "diff", "clip", "around", "round",
-    "dot", "matmul", "where", "take", "repeat", "tile", "sort", "argsort", "searchsorted",
+    "dot", "tensordot", "einsum", "matmul", "where", "take", "repeat", "tile", "sort",
+    "argsort", "searchsorted",
     "concatenate", "stack", "hstack", "vstack", "isin", "isclose", "roll", "bincount",
     "packbits", "unpackbits", "nan_to_num",
 ):

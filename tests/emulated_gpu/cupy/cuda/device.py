@@ -63,7 +63,10 @@ class Device:
 
     @property
     def pci_bus_id(self) -> str:
-        return f"0000:{self.id:02x}:00.0"
+        # CuPy: runtime.deviceGetPCIBusId(self.id), the physical GPU's bus id.
+        from cupy.cuda import runtime
+
+        return runtime.deviceGetPCIBusId(self.id)
 
 
 def get_device_id() -> int:

@@ -14,7 +14,9 @@ class PinnedMemory:
     """Pinned host memory (``cudaHostAlloc``): one block of the pinned pool."""
 
     def __init__(self, size: int, flags: int = 0) -> None:
+        # No public attributes, as in CuPy (a cdef class): the address is a PinnedMemoryPointer's.
         self._block = _memory.BaseMemory(size, -1)
+        self._size = int(size)
 
 
 class PinnedMemoryPointer:
@@ -23,6 +25,11 @@ class PinnedMemoryPointer:
     def __init__(self, mem: PinnedMemory, offset: int) -> None:
         self.mem = mem
         self.ptr = mem._block.ptr + int(offset)
+        self._offset = int(offset)
+
+    def size(self) -> int:
+        """Bytes from the pointer to the end of its block (a method in CuPy, not a property)."""
+        return self.mem._size - self._offset
 
     def __int__(self) -> int:
         return self.ptr

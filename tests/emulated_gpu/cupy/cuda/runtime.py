@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from _emucuda import devices as _devices
 from _emucuda import memory as _mem
 from _emucuda import streams as _streams
 from _emucuda.errors import CUDARuntimeError
 from _emucuda.errors import Fault as _Fault
 from _emucuda.errors import runtime_error as _runtime_error
 
-__all__ = ["CUDARuntimeError", "deviceSynchronize", "driverGetVersion", "getDevice",
+__all__ = ["CUDARuntimeError", "deviceGetPCIBusId", "deviceSynchronize", "driverGetVersion",
+           "getDevice",
            "getDeviceCount", "getDeviceProperties", "is_hip", "memGetInfo", "memcpy",
            "memcpyAsync", "memset", "memsetAsync", "runtimeGetVersion", "setDevice",
            "streamSynchronize"]
@@ -24,6 +26,8 @@ memcpyDeviceToDevice = 3
 memcpyDefault = 4
 cudaMemoryTypeHost = 1
 cudaMemoryTypeDevice = 2
+hostAllocDefault = 0
+hostAllocPortable = 1  # cudaHostAllocPortable (pinned for every context: the same here)
 
 #: CUDA 12.8, as the cupy-cuda12x 14 wheels report with a 12.8 driver.
 _RUNTIME_VERSION = 12080
@@ -31,10 +35,11 @@ _DRIVER_VERSION = 12080
 
 
 def getDeviceCount() -> int:
-    # cudaGetDeviceCount fails with cudaErrorNoDevice when there is none; CuPy raises it.
+    # cudaGetDeviceCount fails with cudaErrorNoDevice when there is none; CuPy raises it. The
+    # count is of the devices CUDA_VISIBLE_DEVICES leaves visible (_emucuda/devices.py).
     count = _streams.device_count()
     if count == 0:
-        raise _runtime_error(100, "EMULATED_GPU_DEVICES=0")
+        raise _runtime_error(100, _devices.why_none())
     return count
 
 
@@ -56,18 +61,25 @@ def driverGetVersion() -> int:
 
 def getDeviceProperties(device: int) -> dict[str, Any]:
     _mem.check_device(device, _streams.device_count())
+    phys = _devices.physical_of(device)  # the GPU behind this ordinal (CUDA_VISIBLE_DEVICES)
     return {
-        "name": f"Emulated CUDA device {device} (host CPU)".encode(),
+        "name": _devices.NAME.encode(),
         "totalGlobalMem": _mem.DEVICE_MEMORY, "sharedMemPerBlock": 49152,
         "regsPerBlock": 65536, "warpSize": 32, "maxThreadsPerBlock": 1024,
         "maxThreadsDim": (1024, 1024, 64), "maxGridSize": (2147483647, 65535, 65535),
         "clockRate": 0, "totalConstMem": 65536, "major": 9, "minor": 0,
         "textureAlignment": 512, "multiProcessorCount": 1, "integrated": 0,
         "canMapHostMemory": 1, "computeMode": 0, "concurrentKernels": 1, "ECCEnabled": 0,
-        "pciBusID": device, "pciDeviceID": 0, "pciDomainID": 0, "asyncEngineCount": 1,
+        "pciBusID": phys.pci_bus, "pciDeviceID": 0, "pciDomainID": 0, "asyncEngineCount": 1,
         "unifiedAddressing": 1, "memoryClockRate": 0, "memoryBusWidth": 0,
-        "l2CacheSize": 0, "maxThreadsPerMultiProcessor": 2048, "uuid": bytes(16),
+        "l2CacheSize": 0, "maxThreadsPerMultiProcessor": 2048, "uuid": phys.uuid_bytes,
     }
+
+
+def deviceGetPCIBusId(device: int) -> str:
+    """``cudaDeviceGetPCIBusId``: ``"0000:1A:00.0"`` for the GPU behind ordinal ``device``."""
+    _mem.check_device(device, _streams.device_count())
+    return _devices.physical_of(device).pci_bus_id
 
 
 def memGetInfo() -> tuple[int, int]:
