@@ -195,7 +195,10 @@ class HostPool:
         self._timer = threading.Timer(delay, self._trim_idle)
         self._timer.name = "gds_zarr-hostpool"  # named as gds_zarr's other threads
         self._timer.daemon = True
-        self._timer.start()
+        try:
+            self._timer.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown": nothing to trim
+            self._timer = None
 
     def _trim_idle(self) -> None:
         """The timer: unmap blocks idle for :data:`IDLE_SECONDS`, re-armed while any is free."""

@@ -86,7 +86,8 @@ def test_each_worker_reads_its_chunks_onto_its_own_gpu(client: Any, array_path: 
     futures = [client.submit(_read_rows, str(array_path), (i * step, (i + 1) * step),
                              workers=[w], allow_other_workers=False, pure=False)
                for i, w in enumerate(workers)]
-    results = client.gather(futures, timeout=120)  # a worker that cannot answer: fail, not hang
+    distributed.wait(futures, timeout=120)  # a worker that cannot answer: fail, not hang
+    results = client.gather(futures)
     assert {r["module"] for r in results} == {"cupy"}
     # LocalCUDACluster gives each worker its own GPU first in CUDA_VISIBLE_DEVICES: device 0
     # inside the worker, a different physical GPU (PCI bus id) for every worker.

@@ -176,7 +176,9 @@ def test_pynvml_is_the_real_binding_over_the_emulated_library(nvml: Any) -> None
     import pynvml as again
 
     assert again is nvml
-    assert not Path(nvml.__file__).resolve().is_relative_to(REPO)  # nvidia-ml-py's own file
+    # nvidia-ml-py's own file (its venv may lie inside the checkout), not a stand-in
+    assert not Path(nvml.__file__).resolve().is_relative_to(REPO / "tests" / "emulated_gpu")
+    assert Path(nvml.__file__).resolve().parent.name == "site-packages"
     assert nvml.nvmlDeviceGetCount() == len(PHYS)
     for d in PHYS:
         h = nvml.nvmlDeviceGetHandleByIndex(d.index)
