@@ -122,10 +122,12 @@ SETTINGS: Mapping[str, Setting] = {
                 "16 MiB"),
         Setting("memory_budget", lambda: 1 << 30, parse_bytes,
                 "Staging memory (encoded plus decoded bytes in flight, host or device) one read "
-                "may hold; larger reads stream in batches.", "1 GiB"),
+                "may hold; larger reads stream in batches. A Blosc batch's plan may hold a "
+                "quarter of it more, and up to a quarter stays mapped for the next read for "
+                "about 1 s.", "1 GiB"),
         Setting("shard_index_cache_size", lambda: 64 << 20, parse_bytes,
                 "Parsed shard indexes kept per process, keyed by each file's identity (path, "
-                "inode, size, mtime), so repeated window reads skip the index read; 0 turns "
+                "inode, size, mtime, ctime), so repeated window reads skip the index read; 0 turns "
                 "it off.", "64 MiB"),
         Setting("kvikio_threads", lambda: 0, _parse_int,
                 "kvikio thread-pool size for GPU reads; 0 sizes it from the workload.",
