@@ -49,33 +49,36 @@ def open_array(store: GDSStore) -> Any:
         return zarr.open_array(store, mode="r")
 
 
-def reversed_shard(shard: bytes) -> bytes:
+def reversed_shard(shard: bytes, n_inner: int = N_INNER) -> bytes:
     """The same shard with its inner chunks stored in reverse order: same size and values,
-    another index. Read with the old index, uncompressed chunks land in each other's places:
-    wrong values, silently."""
+    another index (uint64 offset and size per chunk, then CRC-32C, at the end). Read with the
+    old index, uncompressed chunks land in each other's places: wrong values, silently."""
     import google_crc32c
 
-    index_len = 16 * N_INNER + 4
-    index = np.frombuffer(shard[-index_len:-4], "<u8").reshape(N_INNER, 2)
+    index_len = 16 * n_inner + 4
+    index = np.frombuffer(shard[-index_len:-4], "<u8").reshape(n_inner, 2)
     body = bytearray()
     new = np.zeros_like(index)
-    for i in reversed(range(N_INNER)):
+    for i in reversed(range(n_inner)):
         off, size = int(index[i, 0]), int(index[i, 1])
         new[i] = (len(body), size)
         body += shard[off: off + size]
     table = new.astype("<u8").tobytes()
-    return bytes(body) + table + google_crc32c.value(table).to_bytes(4, "little")
+    out = bytes(body) + table + google_crc32c.value(table).to_bytes(4, "little")
+    assert len(out) == len(shard)
+    return out
 
 
-def replace_after_index_read(shard: Path) -> None:
+def replace_after_index_read(shard: Path, replacement: bytes | None = None) -> None:
     """After the first batched read (the shard indexes), replace ``shard`` atomically, as
-    ``GDSStore.set`` and zarr's LocalStore write."""
-    replacement = reversed_shard(shard.read_bytes())
+    ``GDSStore.set`` and zarr's LocalStore write, with ``replacement`` (default: the same
+    shard with its chunks in reverse order)."""
+    new = reversed_shard(shard.read_bytes()) if replacement is None else replacement
 
     def hook(call: int) -> None:
         if call == 1:
             tmp = shard.with_name("swap.tmp")
-            tmp.write_bytes(replacement)
+            tmp.write_bytes(new)
             os.replace(tmp, shard)
 
     AfterRead.hook = hook

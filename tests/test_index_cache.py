@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
+from shard_versions_cases import reversed_shard
 from zarr.storage import LocalStore
 
 from gds_zarr import settings
@@ -120,25 +121,6 @@ def test_rewrite_by_another_process_is_seen(tmp_path: Path) -> None:
     np.testing.assert_array_equal(z[0:9, 5:12], expected[0:9, 5:12])
 
 
-def _reversed_shard(shard: bytes, n_inner: int) -> bytes:
-    """The same shard with its inner chunks stored in reverse order: same size, same values,
-    another index (uint64 offset and size per chunk, then CRC-32C, at the end)."""
-    import google_crc32c
-
-    index_len = 16 * n_inner + 4
-    index = np.frombuffer(shard[-index_len:-4], "<u8").reshape(n_inner, 2)
-    body = bytearray()
-    new = np.zeros_like(index)
-    for i in reversed(range(n_inner)):
-        off, size = int(index[i, 0]), int(index[i, 1])
-        new[i] = (len(body), size)
-        body += shard[off: off + size]
-    table = new.astype("<u8").tobytes()
-    out = bytes(body) + table + google_crc32c.value(table).to_bytes(4, "little")
-    assert len(out) == len(shard)
-    return out
-
-
 def test_rewrite_in_place_with_mtime_restored_is_seen(tmp_path: Path) -> None:
     """What ``rsync --inplace -t``, ``cp -p`` and tar do: same inode, same size, the old mtime.
     Only ``st_ctime_ns`` (which ``utime`` cannot set back) tells the versions apart."""
@@ -149,7 +131,7 @@ def test_rewrite_in_place_with_mtime_restored_is_seen(tmp_path: Path) -> None:
     shard = path / "c" / "0" / "0"
     # The new version holds the same values in another layout: read with the old index, its
     # offsets point into other chunks.
-    replacement = _reversed_shard(shard.read_bytes(), 16)
+    replacement = reversed_shard(shard.read_bytes(), 16)
     z = _open(GDSStore(path, read_only=True))
     np.testing.assert_array_equal(z[...], data)
     assert len(shard_index_cache) == 4

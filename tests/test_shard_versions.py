@@ -8,7 +8,6 @@ process against real reads. A shard that keeps changing raises ``ShardChangedErr
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -92,15 +91,7 @@ def test_compressed_replacement_is_not_reported_as_corruption(tmp_path: Path) ->
     new[:32, :32] = 7  # compresses to almost nothing: the old entries lie past the end
     other = tmp_path / "b.zarr"
     sharded(other, new, compressors=zarr.codecs.ZstdCodec(level=1))
-    replacement = (other / "c" / "0" / "0").read_bytes()
-
-    def hook(call: int) -> None:
-        if call == 1:
-            tmp = shard.with_name("swap.tmp")
-            tmp.write_bytes(replacement)
-            os.replace(tmp, shard)
-
-    AfterRead.hook = hook
+    replace_after_index_read(shard, (other / "c" / "0" / "0").read_bytes())
     z = open_array(AfterRead(path, read_only=True))
     np.testing.assert_array_equal(z[...], new)
 
